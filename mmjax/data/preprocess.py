@@ -1,0 +1,177 @@
+"""Per-example preprocessing built from a spec: output key -> dict(op=..., **args).
+
+    {"image": {"op": "image", "from": "image", "size": 32},
+     "text": {"op": "tokenize", "from": "caption", "max_len": 32},  # + "text_mask"
+     "label": {"op": "label", "from": "label"}}
+
+Ops take one source feature and return host numpy arrays; batching stacks them.
+Randomness (random crops) comes from the rng grain hands each record, so a run is
+reproducible and resumable; with `train=False` random ops fall back to their
+deterministic form so eval sees the same input every time.
+"""
+
+import io
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from PIL import Image
+
+from mmjax.data import audio
+
+
+def _to_uint8_hwc(value: Any) -> np.ndarray:
+  """Decodes encoded JPEG/PNG bytes; passes raw [H, W, C] arrays through."""
+  if isinstance(value, (bytes, np.bytes_)):
+    value = np.asarray(Image.open(io.BytesIO(value)).convert("RGB"))
+  value = np.asarray(value)
+  if value.ndim == 2:
+    value = value[..., None]
+  if value.shape[-1] == 1:  # grayscale: models expect RGB
+    value = np.repeat(value, 3, axis=-1)
+  return value
+
+
+def _resize_shorter(img: np.ndarray, size: int) -> np.ndarray:
+  h, w = img.shape[:2]
+  if min(h, w) == size:
+    return img
+  scale = size / min(h, w)
+  new_hw = (max(size, round(h * scale)), max(size, round(w * scale)))
+  return np.asarray(Image.fromarray(img).resize(new_hw[::-1], Image.BILINEAR))
+
+
+def _crop_offsets(hw, size: int, mode: str, rng: np.random.Generator | None):
+  h, w = hw
+  if mode == "random" and rng is not None:
+    return int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+  return (h - size) // 2, (w - size) // 2
+
+
+def _to_float(pixels: np.ndarray) -> np.ndarray:
+  return pixels.astype(np.float32) / 127.5 - 1.0  # [0, 255] -> [-1, 1]
+
+
+class _Op:
+  """One spec entry; subclasses declare their args and implement `apply`."""
+
+  required: tuple[str, ...] = ()
+  optional: Mapping[str, Any] = {}
+  choices: Mapping[str, tuple] = {}  # args restricted to a few values
+
+  def __init__(self, key: str, args: Mapping[str, Any], train: bool, tokenizer):
+    args = dict(args)
+    name = args.pop("op")
+    missing = [a for a in ("from",) + self.required if a not in args]
+    unknown = sorted(set(args) - {"from", *self.required, *self.optional})
+    if missing or unknown:
+      raise ValueError(
+          f"preprocess[{key!r}] op {name!r}: missing args {missing}, unknown args "
+          f"{unknown}; it takes 'from', {list(self.required)} and optionally "
+          f"{list(self.optional)}")
+    self.key, self.source, self.train, self.tokenizer = key, args.pop("from"), train, tokenizer
+    self.args = {**self.optional, **args}
+    for arg, allowed in self.choices.items():
+      if self.args[arg] not in allowed:
+        raise ValueError(f"preprocess[{key!r}] op {name!r}: {arg}={self.args[arg]!r}; "
+                         f"choices: {allowed}")
+
+  def apply(self, value, rng) -> dict[str, np.ndarray]:
+    raise NotImplementedError
+
+
+class ImageOp(_Op):
+  required = ("size",)
+  optional = {"crop": "center"}
+  choices = {"crop": ("center", "random")}  # random only when training
+
+  def apply(self, value, rng):
+    size = self.args["size"]
+    img = _resize_shorter(_to_uint8_hwc(value), size)
+    y, x = _crop_offsets(img.shape[:2], size, self.args["crop"], rng if self.train else None)
+    return {self.key: _to_float(img[y:y + size, x:x + size])}
+
+
+class VideoOp(_Op):
+  required = ("size", "frames")
+  optional = {"crop": "center"}
+  choices = {"crop": ("center", "random")}
+
+  def apply(self, value, rng):
+    size, frames = self.args["size"], self.args["frames"]
+    clip = np.asarray(value)
+    # Uniform temporal sampling; repeats frames when the clip is shorter.
+    clip = clip[np.linspace(0, len(clip) - 1, frames).round().astype(int)]
+    clip = np.stack([_resize_shorter(_to_uint8_hwc(f), size) for f in clip])
+    y, x = _crop_offsets(clip.shape[1:3], size, self.args["crop"], rng if self.train else None)
+    return {self.key: _to_float(clip[:, y:y + size, x:x + size])}
+
+
+class LogMelOp(_Op):
+  required = ("sample_rate", "num_mels", "frame", "hop")
+  optional = {"samples": 0}  # >0: pad/cut the waveform so batches stack
+
+  def __init__(self, *a, **kw):
+    super().__init__(*a, **kw)
+    a = self.args
+    self.mel_fb = audio.mel_filterbank(a["sample_rate"], a["frame"], a["num_mels"])
+
+  def apply(self, value, rng):
+    wave = audio.to_float(np.asarray(value))
+    if self.args["samples"]:
+      wave = audio.fit_length(wave, self.args["samples"])
+    mel = audio.log_mel(wave, self.mel_fb, self.args["frame"], self.args["hop"])
+    return {self.key: mel}
+
+
+class TokenizeOp(_Op):
+  required = ("max_len",)
+
+  def apply(self, value, rng):
+    ids, mask = self.tokenizer.encode(value, self.args["max_len"])
+    return {self.key: ids, f"{self.key}_mask": mask}
+
+
+class LabelOp(_Op):
+
+  def apply(self, value, rng):
+    return {self.key: np.asarray(value, np.int32)}
+
+
+OPS: dict[str, type[_Op]] = {
+    "image": ImageOp, "video": VideoOp, "log_mel": LogMelOp,
+    "tokenize": TokenizeOp, "label": LabelOp,
+}
+
+
+class Preprocess:
+  """Callable example -> model-ready dict; `features` (if given) is checked up front."""
+
+  def __init__(self, spec: Mapping[str, Mapping[str, Any]], *, tokenizer=None,
+               train: bool = True, features: Sequence[str] | None = None):
+    self.ops: list[_Op] = []
+    for key, args in spec.items():
+      name = args.get("op")
+      if name not in OPS:
+        raise ValueError(f"preprocess[{key!r}]: unknown op {name!r}; choices: {sorted(OPS)}")
+      if name == "tokenize" and tokenizer is None:
+        raise ValueError(f"preprocess[{key!r}]: op 'tokenize' needs a tokenizer")
+      op = OPS[name](key, args, train, tokenizer)
+      if features is not None and op.source not in features:
+        self._missing(op, features)
+      self.ops.append(op)
+
+  @staticmethod
+  def _missing(op: _Op, features) -> None:
+    raise ValueError(
+        f"preprocess[{op.key!r}] op {type(op).__name__}: source feature {op.source!r} "
+        f"not in the dataset; available features: {sorted(features)}")
+
+  def __call__(self, example: Mapping[str, Any],
+               rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+    out = {}
+    for op in self.ops:
+      if op.source not in example:
+        self._missing(op, example.keys())
+      out.update(op.apply(example[op.source], rng))
+    return out
+

@@ -1,0 +1,106 @@
+"""Random-access example sources: TFDS ArrayRecord data behind one small wrapper.
+
+The wrapper exists to turn storage failures into errors a user can act on: a
+dataset that was never prepared, or a truncated/corrupt ArrayRecord file, is
+reported with the file, the split and the fix, instead of a Riegeli traceback
+from inside a grain worker. Nothing here ever deletes or rewrites data.
+"""
+
+import os
+from typing import Any
+
+from array_record.python import array_record_module
+import tensorflow_datasets as tfds
+
+from mmjax.data import world
+
+WORLD = "mm_world"
+
+
+class DataError(RuntimeError):
+  """A dataset is missing, from another build, or damaged on disk."""
+
+
+def default_data_dir(data_dir: str = "") -> str:
+  return (data_dir or os.environ.get("MMJAX_DATA_DIR")
+          or os.path.expanduser("~/.cache/mmjax/tensorflow_datasets"))
+
+
+def _rebuild_hint(data_dir: str) -> str:
+  return (f"Fix: rebuild the dataset into a fresh data_dir (or delete the damaged "
+          f"dataset folder under {data_dir} yourself and rebuild); nothing was deleted.")
+
+
+class Source:
+  """Sequence of decoded examples (dicts of numpy / bytes / int) of one split."""
+
+  def __init__(self, name: str, split: str, data_dir: str, tfds_source, files: list[str]):
+    self.name, self.split, self.data_dir = name, split, data_dir
+    self._source = tfds_source
+    self.files = files
+    self.features = list(tfds_source.dataset_info.features.keys())
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    try:
+      return self._source[index]
+    except (RuntimeError, ValueError, OSError) as e:
+      raise DataError(
+          f"could not read example {index} of {self.name} split {self.split!r} "
+          f"(files: {self.files}): {e}. The data on disk is corrupt or truncated. "
+          + _rebuild_hint(self.data_dir)) from e
+
+  def __repr__(self) -> str:
+    # grain writes this into iterator state: keep it free of paths so a
+    # checkpoint resumes when the data moves.
+    return f"Source({self.name!r}, split={self.split!r}, n={len(self)})"
+
+
+def _probe(path: str, expected: int) -> str | None:
+  """What is wrong with one ArrayRecord shard, or None."""
+  if not os.path.exists(path):
+    return "is missing"
+  reader = array_record_module.ArrayRecordReader(path)
+  if not reader.ok():  # the footer/index did not read: truncated or overwritten
+    return "is truncated or corrupt (its ArrayRecord footer does not read)"
+  found = reader.num_records()
+  reader.close()
+  if found != expected:
+    return f"holds {found} records, but dataset_info.json says {expected}"
+  return None
+
+
+def _check_files(name: str, split: str, data_dir: str, info) -> list[str]:
+  """Opens every shard of `split`; a truncated file fails here, before training."""
+  base = split.split("[")[0]
+  if base not in info.splits:  # e.g. under tfds.testing.mock_data: no files to check
+    return []
+  split_info = info.splits[base]
+  files = [os.fspath(p) for p in split_info.filepaths]
+  for path, expected in zip(files, split_info.shard_lengths):
+    problem = _probe(path, expected)
+    if problem:
+      raise DataError(f"{name} split {split!r}: file {path} {problem}. " + _rebuild_hint(data_dir))
+  return files
+
+
+def get_source(name: str, split: str, data_dir: str = "") -> Source:
+  """`name` is "mm_world/<config>" (built here on first use) or any TFDS dataset
+  already prepared as ArrayRecord in `data_dir`."""
+  data_dir = default_data_dir(data_dir)
+  if name == WORLD or name.startswith(WORLD + "/"):
+    config = name.partition("/")[2] or "default"
+    tfds_source = world.prepare(config, data_dir).as_data_source(split)
+  else:
+    try:
+      tfds_source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except (NotImplementedError, AssertionError, FileNotFoundError, ValueError) as e:
+      raise DataError(
+          f"dataset {name!r} split {split!r} is not prepared as ArrayRecord in {data_dir} "
+          f"({type(e).__name__}: {e}). Fix: prepare it there, e.g. `tfds build {name} "
+          f"--data_dir={data_dir} --file_format=array_record`, or point "
+          f"data_dir / $MMJAX_DATA_DIR at a directory that has it.") from e
+  files = _check_files(name, split, data_dir, tfds_source.dataset_info)
+  return Source(name, split, data_dir, tfds_source, files)

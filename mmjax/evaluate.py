@@ -1,0 +1,75 @@
+"""python -m mmjax.evaluate --workdir DIR [--step N] [--config.KEY=VALUE ...]
+
+Restores a checkpoint onto one device (whatever mesh or process count wrote it), runs
+the config's evaluators (jitted) and prints one JSON object of metrics on stdout; the
+same object is written to DIR/eval/step_<N>.json.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from absl import flags
+
+flags.DEFINE_string("workdir", None, "a workdir written by python -m mmjax.train")
+flags.DEFINE_integer("step", None, "checkpoint step to evaluate (default: the latest)")
+FLAGS = flags.FLAGS
+
+
+def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
+  import jax
+  from mmjax import build, config as config_lib, evaluators, optim, sharding
+  from mmjax import workdir as workdir_lib
+  from mmjax.checkpoint import Checkpointer, CheckpointError
+  from mmjax.trainer import abstract_train_state, with_shardings
+
+  config = workdir_lib.read_config(workdir)
+  for o in overrides:
+    config_lib.apply_override(config, o)
+  config_lib.validate(config)
+  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=config.checkpoint.keep)
+  try:
+    steps = ckpt.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first")
+    step = steps[-1] if step is None else step
+    if step not in steps:
+      raise CheckpointError(f"no checkpoint for step {step} in {ckpt.directory}; "
+                            f"available: {steps}")
+    mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
+    spec = build.model_spec(config)
+    optimizer = optim.make_optimizer(config.optim, config.total_steps)
+    graphdef, _, abstract = abstract_train_state(config, spec, optimizer)
+    state, _ = ckpt.restore(step, with_shardings(abstract, sharding.state_shardings(abstract, mesh)))
+  finally:
+    ckpt.close()
+  ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh, tasks=config.tasks,
+                               objectives=build.task_objectives(config),
+                               batch_size=config.eval_batch_size)
+  results = {"step": step}
+  for ev in evaluators.make_evaluators(config.evals, ctx):
+    results.update(ev.run(state.params))
+  workdir_lib.write_json(os.path.join(workdir_lib.eval_dir(workdir), f"step_{step}.json"), results)
+  return results
+
+
+def main(argv: list[str]) -> int:
+  from mmjax import cli
+  overrides = cli.parse(argv)
+  if not FLAGS.workdir:
+    cli.fail("--workdir is required, e.g. python -m mmjax.evaluate --workdir workdirs/mm_world")
+  logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+  from mmjax import config as config_lib
+  from mmjax.checkpoint import CheckpointError
+  try:
+    results = evaluate(FLAGS.workdir, FLAGS.step, overrides)
+  except (config_lib.ConfigError, CheckpointError, FileNotFoundError) as e:
+    cli.fail(str(e), code=1)
+  print(json.dumps(results, sort_keys=True))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

@@ -1,0 +1,51 @@
+"""What evaluators share: how they reach the model, the mesh and a task's eval data."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Iterator, Mapping
+
+import jax
+import numpy as np
+from flax import nnx
+
+from mmjax import sharding
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+  graphdef: Any
+  mesh: jax.sharding.Mesh
+  tasks: Mapping[str, Any]            # task name -> task ConfigDict
+  objectives: Mapping[str, tuple]     # task name -> objectives
+  batch_size: int
+  process_index: int = 0
+  process_count: int = 1
+
+  def batches(self, task: str, split: str) -> Iterator[dict]:
+    """Host-local numpy batches covering the split exactly once; padded rows have _valid=False."""
+    from mmjax.data import pipeline  # evaluators need the data stack only when they run
+    data_cfg = self.tasks[task].data
+    yield from pipeline.iter_eval_batches(
+        data_cfg, split=split or data_cfg.eval_split, batch_size=self.batch_size,
+        process_index=self.process_index, process_count=self.process_count)
+
+  def to_device(self, batch: Mapping[str, np.ndarray]) -> dict:
+    return sharding.global_batch(batch, self.mesh)
+
+  def jit(self, fn: Callable) -> Callable:
+    """jit of fn(model, batch) -> pytree of arrays, taking (params, batch)."""
+    graphdef = self.graphdef
+    return jax.jit(lambda params, batch: fn(nnx.merge(graphdef, params), batch))
+
+
+def gather(x: jax.Array) -> np.ndarray:
+  """A global array's full value on every host (tiny eval outputs only)."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def strip_private(batch: Mapping[str, np.ndarray]) -> dict:
+  """Batch without bookkeeping keys (those starting with '_') for the model."""
+  return {k: v for k, v in batch.items() if not k.startswith("_")}

@@ -1,0 +1,42 @@
+"""The task's training objectives evaluated on a held-out split (no update)."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from mmjax import objectives as objectives_lib
+from mmjax.evaluators.common import EvalContext, gather, strip_private
+
+
+@dataclasses.dataclass
+class EvalLoss:
+  name: str
+  ctx: EvalContext
+  task: str
+  split: str = ""
+  every_steps: int = 1000
+  seed: int = 0
+
+  def __post_init__(self):
+    objs = self.ctx.objectives[self.task]
+    key = jax.random.key(self.seed)  # fixed masks etc., so evals are comparable over time
+    self._metrics = self.ctx.jit(
+        lambda model, batch: objectives_lib.total_loss(objs, model, batch, key)[1])
+
+  def run(self, params):
+    # Batch-level losses (contrastive ones especially) depend on the batch, so the padded
+    # last batch is cut to its real rows (one more compile) instead of masked.
+    sums, total = {}, 0
+    for batch in self.ctx.batches(self.task, self.split):
+      keep = batch["_valid"]
+      n = int(keep.sum())
+      if n < len(keep):
+        batch = {k: v[keep] for k, v in batch.items()}
+      metrics = self._metrics(params, self.ctx.to_device(strip_private(batch)))
+      for k, v in metrics.items():
+        sums[k] = sums.get(k, 0.0) + float(gather(v)) * n
+      total += n
+    for k, v in sorted(sums.items()):
+      yield f"{self.task}/{self.name}/{k}", v / max(total, 1)

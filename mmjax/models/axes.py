@@ -1,0 +1,72 @@
+"""Logical axis names for parameters and activations.
+
+Layers name their dimensions ("batch", "length", "embed", ...) and never see a mesh.
+`mmjax.sharding` maps the names to mesh axes; while it has rules active (a context
+entered around tracing) `constrain` turns the names into sharding constraints, and
+outside that context it is the identity, so models run unchanged on one device.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from typing import Callable, Sequence
+
+import jax
+from flax import nnx
+
+# The active translator from logical names to a jax.sharding.Sharding, or None.
+# A ContextVar (not a module global that code mutates) so nested/parallel traces
+# each see their own rules.
+_ACTIVATION_SHARDER: contextvars.ContextVar[Callable | None] = contextvars.ContextVar(
+    "mmjax_activation_sharder", default=None)
+
+
+@contextlib.contextmanager
+def activation_sharding(sharder: Callable[[Sequence[str | None]], jax.sharding.Sharding]):
+  """Within this context, `constrain(x, names)` applies `sharder(names)`."""
+  token = _ACTIVATION_SHARDER.set(sharder)
+  try:
+    yield
+  finally:
+    _ACTIVATION_SHARDER.reset(token)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+  """Annotates an activation with logical axis names (no-op without rules)."""
+  sharder = _ACTIVATION_SHARDER.get()
+  if sharder is None:
+    return x
+  if len(names) != x.ndim:
+    raise ValueError(f"logical names {tuple(names)} do not match rank-{x.ndim} activation")
+  return jax.lax.with_sharding_constraint(x, sharder(tuple(names)))
+
+
+def param(rngs: nnx.Rngs, init, shape: Sequence[int], names: Sequence[str | None],
+          dtype) -> nnx.Param:
+  """A parameter carrying its logical axis names as `logical_axes` metadata."""
+  if len(names) != len(shape):
+    raise ValueError(f"logical names {tuple(names)} do not match shape {tuple(shape)}")
+  return nnx.Param(init(rngs.params(), tuple(shape), dtype), logical_axes=tuple(names))
+
+
+class Names(tuple):
+  """A tuple of logical axis names that pytree utilities treat as a leaf (not a node)."""
+
+
+jax.tree_util.register_static(Names)
+
+
+def logical_axes_of(state) -> object:
+  """Pytree (same structure as `state`) of each leaf's logical axis names.
+
+  Works on any pytree holding nnx Variables (params, and optimizer moments built from
+  them, which keep the metadata); plain arrays are replicated.
+  """
+  def names(v):
+    if isinstance(v, nnx.Variable):
+      axes = v.get_metadata().get("logical_axes")
+      # Keep the Variable node (holding names instead of an array) so the result has
+      # exactly the structure of `state` and can be zipped with it by jax.tree.map.
+      return v.replace(value=Names(axes if axes is not None else (None,) * len(v.value.shape)))
+    return Names((None,) * len(getattr(v, "shape", ())))  # plain arrays: replicated
+  return jax.tree.map(names, state, is_leaf=lambda x: isinstance(x, nnx.Variable))

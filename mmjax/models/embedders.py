@@ -1,0 +1,130 @@
+"""Per-modality embedders: raw arrays -> tokens [B, N, D] with positions and a type embedding.
+
+Each embedder is configured by a `ModalitySpec` (plain numbers: the reference input size
+and patch shape). Inputs of other sizes get their learned positions interpolated.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mmjax.models import axes, tokenizers
+
+PATCH_KINDS = ("image", "video", "audio")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModalitySpec:
+  """How one modality becomes tokens.
+
+  kind: "image" [B,H,W,C] | "video" [B,T,H,W,C] | "audio" [B,T,F] log-mel | "text" [B,L] ids.
+  shape: the reference input shape without batch (positions are learned for it).
+  patch: patch/tubelet shape: image (p,), video (t, p), audio (pt, pf); unused for text.
+  vocab_size: text only.
+  """
+  kind: str
+  shape: tuple[int, ...]
+  patch: tuple[int, ...] = ()
+  vocab_size: int = 0
+
+  def grid(self, shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The token grid for an input of `shape` (default: the reference shape)."""
+    s = tuple(shape or self.shape)
+    if self.kind == "image":
+      (p,) = self.patch
+      return (s[0] // p, s[1] // p)
+    if self.kind == "video":
+      t, p = self.patch
+      return (s[0] // t, s[1] // p, s[2] // p)
+    if self.kind == "audio":
+      pt, pf = self.patch
+      return (s[0] // pt, s[1] // pf)
+    if self.kind == "text":
+      return (s[0],)
+    raise ValueError(f"unknown modality kind {self.kind!r}; valid: {PATCH_KINDS + ('text',)}")
+
+  def num_tokens(self, shape: tuple[int, ...] | None = None) -> int:
+    n = 1
+    for g in self.grid(shape):
+      n *= g
+    return n
+
+  def patch_dim(self) -> int:
+    """Length of one flattened patch (what a patch decoder reconstructs)."""
+    s = self.shape
+    if self.kind == "image":
+      return self.patch[0] ** 2 * s[2]
+    if self.kind == "video":
+      return self.patch[0] * self.patch[1] ** 2 * s[3]
+    if self.kind == "audio":
+      return self.patch[0] * self.patch[1]
+    raise ValueError(f"modality kind {self.kind!r} has no patches")
+
+  def cut(self, x: jax.Array) -> jax.Array:
+    """Raw input -> flattened patches [B, N, patch_dim]."""
+    if self.kind == "image":
+      return tokenizers.patchify(x, self.patch[0])
+    if self.kind == "video":
+      return tokenizers.tubelets(x, self.patch[0], self.patch[1])
+    if self.kind == "audio":
+      return tokenizers.spectrogram_patches(x, self.patch[0], self.patch[1])
+    raise ValueError(f"modality kind {self.kind!r} has no patches")
+
+
+class Embedder(nnx.Module):
+  """Tokens for one modality: linear patch projection (or token lookup) + positions + type."""
+
+  def __init__(self, spec: ModalitySpec, width: int, *, posemb: str, posemb_std: float,
+               param_dtype, dtype, rngs: nnx.Rngs):
+    self.spec = spec
+    self.dtype = dtype
+    self.posemb = posemb
+    init_normal = jax.nn.initializers.normal
+    if spec.kind == "text":
+      self.embedding = axes.param(rngs, init_normal(1.0), (spec.vocab_size, width),
+                                  ("vocab", "embed"), param_dtype)
+    else:
+      self.kernel = axes.param(rngs, jax.nn.initializers.lecun_normal(),
+                               (spec.patch_dim(), width), (None, "embed"), param_dtype)
+      self.bias = axes.param(rngs, jax.nn.initializers.zeros, (width,), ("embed",), param_dtype)
+    n = spec.num_tokens()
+    if posemb == "learn":
+      # Large (std ~0.5) starting positions: with mean pooling the model must carry
+      # location in token content; tiny initial positions were learned far too late.
+      self.positions = axes.param(rngs, init_normal(posemb_std), (n, width),
+                                  ("length", "embed"), param_dtype)
+    elif posemb != "sincos":
+      raise ValueError(f"model.posemb={posemb!r}; valid: 'learn', 'sincos'")
+    self.type_embedding = axes.param(rngs, init_normal(0.02), (width,), ("embed",), param_dtype)
+    self.mask_embedding = axes.param(rngs, init_normal(0.02), (width,), ("embed",), param_dtype)
+
+  def __call__(self, x: jax.Array, replace_mask_bn: jax.Array | None = None) -> jax.Array:
+    """x: raw modality input -> tokens [B, N, D] in the compute dtype.
+
+    replace_mask_bn: optional bool [B, N]; True tokens are replaced by a learned [MASK]
+    embedding before positions are added (masked modelling).
+    """
+    spec = self.spec
+    if spec.kind == "text":
+      tok = jnp.take(self.embedding.value, x, axis=0).astype(self.dtype)
+    else:
+      patches = spec.cut(x.astype(self.dtype))
+      tok = patches @ self.kernel.value.astype(self.dtype) + self.bias.value.astype(self.dtype)
+    if replace_mask_bn is not None:
+      tok = jnp.where(replace_mask_bn[..., None], self.mask_embedding.value.astype(self.dtype), tok)
+    in_shape = tuple(x.shape[1:])
+    grid = spec.grid(in_shape)
+    if self.posemb == "learn":
+      if spec.kind == "text":
+        pos = self.positions.value[: grid[0]]
+        if grid[0] > spec.shape[0]:
+          raise ValueError(f"text length {grid[0]} exceeds the model's max_len {spec.shape[0]}")
+      else:
+        pos = tokenizers.resize_positions(self.positions.value, spec.grid(), grid)
+    else:
+      pos = jnp.asarray(tokenizers.sincos_table(grid, tok.shape[-1]))
+    tok = tok + pos.astype(self.dtype)[None] + self.type_embedding.value.astype(self.dtype)
+    return axes.constrain(tok, ("batch", "length", "embed"))

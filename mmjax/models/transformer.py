@@ -1,0 +1,79 @@
+"""Pre-LN transformer blocks with logical axis names on every parameter."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mmjax.models import axes
+
+
+class LayerNorm(nnx.Module):
+  """LayerNorm computed in float32 whatever the compute dtype (stability in bf16)."""
+
+  def __init__(self, width: int, *, param_dtype, dtype, rngs: nnx.Rngs):
+    self.scale = axes.param(rngs, jax.nn.initializers.ones, (width,), ("embed",), param_dtype)
+    self.bias = axes.param(rngs, jax.nn.initializers.zeros, (width,), ("embed",), param_dtype)
+    self.dtype = dtype
+
+  def __call__(self, x):
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    y = (x32 - mean) * jax.lax.rsqrt(var + 1e-6)
+    return (y * self.scale.value + self.bias.value).astype(self.dtype)
+
+
+class Attention(nnx.Module):
+  """Multi-head self-attention through jax.nn.dot_product_attention (fused kernels on GPU)."""
+
+  def __init__(self, width: int, num_heads: int, *, param_dtype, dtype, rngs: nnx.Rngs):
+    if width % num_heads:
+      raise ValueError(f"model.width={width} is not divisible by model.num_heads={num_heads}")
+    head_dim = width // num_heads
+    self.qkv = axes.param(rngs, jax.nn.initializers.lecun_normal(in_axis=1, out_axis=(2, 3)),
+                          (3, width, num_heads, head_dim), (None, "embed", "heads", "kv"),
+                          param_dtype)
+    self.out = axes.param(rngs, jax.nn.initializers.lecun_normal(in_axis=(0, 1), out_axis=2),
+                          (num_heads, head_dim, width), ("heads", "kv", "embed"), param_dtype)
+    self.dtype = dtype
+
+  def __call__(self, x_bld: jax.Array, mask_b1ll: jax.Array | None) -> jax.Array:
+    w = self.qkv.value.astype(self.dtype)
+    q_blhk, k_blhk, v_blhk = (jnp.einsum("bld,dhk->blhk", x_bld, w[i]) for i in range(3))
+    q_blhk = axes.constrain(q_blhk, ("batch", "length", "heads", "kv"))
+    o_blhk = jax.nn.dot_product_attention(q_blhk, k_blhk, v_blhk, mask=mask_b1ll)
+    return jnp.einsum("blhk,hkd->bld", o_blhk, self.out.value.astype(self.dtype))
+
+
+class Mlp(nnx.Module):
+  def __init__(self, width: int, mlp_dim: int, *, param_dtype, dtype, rngs: nnx.Rngs):
+    self.wi = axes.param(rngs, jax.nn.initializers.lecun_normal(), (width, mlp_dim),
+                         ("embed", "mlp"), param_dtype)
+    self.bi = axes.param(rngs, jax.nn.initializers.zeros, (mlp_dim,), ("mlp",), param_dtype)
+    self.wo = axes.param(rngs, jax.nn.initializers.lecun_normal(), (mlp_dim, width),
+                         ("mlp", "embed"), param_dtype)
+    self.bo = axes.param(rngs, jax.nn.initializers.zeros, (width,), ("embed",), param_dtype)
+    self.dtype = dtype
+
+  def __call__(self, x_bld):
+    h = x_bld @ self.wi.value.astype(self.dtype) + self.bi.value.astype(self.dtype)
+    h = axes.constrain(jax.nn.gelu(h), ("batch", "length", "mlp"))
+    return h @ self.wo.value.astype(self.dtype) + self.bo.value.astype(self.dtype)
+
+
+class Block(nnx.Module):
+  """x + Attn(LN(x)); x + MLP(LN(x))."""
+
+  def __init__(self, width: int, num_heads: int, mlp_dim: int, *, param_dtype, dtype,
+               rngs: nnx.Rngs):
+    kw = dict(param_dtype=param_dtype, dtype=dtype, rngs=rngs)
+    self.ln1 = LayerNorm(width, **kw)
+    self.attn = Attention(width, num_heads, **kw)
+    self.ln2 = LayerNorm(width, **kw)
+    self.mlp = Mlp(width, mlp_dim, **kw)
+
+  def __call__(self, x_bld, mask_b1ll):
+    x_bld = x_bld + self.attn(self.ln1(x_bld), mask_b1ll)
+    x_bld = x_bld + self.mlp(self.ln2(x_bld))
+    return axes.constrain(x_bld, ("batch", "length", "embed"))

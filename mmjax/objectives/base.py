@@ -1,0 +1,35 @@
+"""What every objective shares: reading model inputs from a batch, and batch checks."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import jax
+
+# Batch keys that describe a modality rather than being one.
+_TEXT_MASK = "text_mask"
+
+
+def missing_inputs(needed: Sequence[str], batch_keys, objective: str, task: str) -> str | None:
+  """A message naming what is missing from the batch, or None if all is there."""
+  missing = [k for k in needed if k not in batch_keys]
+  if not missing:
+    return None
+  return (f"objective {objective!r} of task {task!r} needs batch keys {missing}, but the "
+          f"batch has {sorted(batch_keys)}; add them to tasks.{task}.data.preprocess")
+
+
+def model_inputs(batch: Mapping[str, jax.Array], modalities: Sequence[str]):
+  """(inputs, valid, present) for `model.encode` from a batch in the design.md format."""
+  inputs = {m: batch[m] for m in modalities}
+  valid = {}
+  if "text" in modalities and _TEXT_MASK in batch:
+    valid["text"] = batch[_TEXT_MASK]
+  present = {m: batch[f"{m}_present"] for m in modalities if f"{m}_present" in batch}
+  return inputs, valid, present
+
+
+def needed_keys(modalities: Sequence[str]) -> list[str]:
+  keys = list(modalities)
+  if "text" in modalities:
+    keys.append(_TEXT_MASK)
+  return keys

@@ -1,0 +1,73 @@
+"""Masked modelling: hide a fraction of one modality's tokens and predict them.
+
+Text predicts the hidden token ids (cross-entropy); image/video/audio regress the
+hidden patches' values, normalised per patch (MAE's target).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from mmjax.objectives import base
+from mmjax.objectives.classification import softmax_xent
+
+
+def random_token_mask(rng, shape, ratio: float, valid_bn):
+  """bool [B,N]: each valid token hidden with probability `ratio`, at least one per row."""
+  scores = jax.random.uniform(rng, shape)
+  hide = (scores < ratio) & valid_bn
+  # Guarantee one hidden valid token per row so every example contributes a target.
+  first = jnp.argmax(jnp.where(valid_bn, scores, -1.0), axis=1)
+  return hide | (jax.nn.one_hot(first, shape[1], dtype=bool) & valid_bn)
+
+
+@dataclasses.dataclass(frozen=True)
+class Masked:
+  name: str
+  modality: str
+  kind: str  # the modality's kind: "text" or a patch kind; set by the objective factory
+  ratio: float = 0.5
+  weight: float = 1.0
+
+  def __post_init__(self):
+    if not 0.0 < self.ratio < 1.0:
+      raise ValueError(f"objective {self.name!r}: ratio={self.ratio}; need 0 < ratio < 1")
+
+  @property
+  def modalities(self):
+    return (self.modality,)
+
+  def batch_keys(self):
+    return base.needed_keys(self.modalities)
+
+  def heads(self):
+    return dict(decoders=(self.modality,))
+
+  def __call__(self, model, batch, rng):
+    m = self.modality
+    inputs, valid, present = base.model_inputs(batch, (m,))
+    spec = model.spec.modalities[m]
+    b = batch[m].shape[0]
+    n = spec.num_tokens(tuple(batch[m].shape[1:]))
+    valid_bn = valid.get(m, jnp.ones((b, n), bool))
+    if m in present:
+      valid_bn = valid_bn & present[m][:, None]
+    hide = random_token_mask(rng, (b, n), self.ratio, valid_bn)
+    enc = model.encode(inputs, valid=valid, present=present, replace={m: hide})
+    pred = model.decode(enc.tokens[m], m)
+    w = hide.astype(jnp.float32)
+    if self.kind == "text":
+      per_tok = softmax_xent(pred.reshape(b * n, -1), batch[m].reshape(-1)).reshape(b, n)
+      acc = jnp.sum((jnp.argmax(pred, -1) == batch[m]) * w) / jnp.maximum(w.sum(), 1.0)
+      metrics = {"token_acc": acc}
+    else:
+      target = spec.cut(batch[m].astype(jnp.float32))
+      mu = target.mean(-1, keepdims=True)
+      sd = jnp.sqrt(target.var(-1, keepdims=True) + 1e-6)
+      per_tok = jnp.mean(jnp.square(pred - (target - mu) / sd), axis=-1)
+      metrics = {}
+    loss = jnp.sum(per_tok * w) / jnp.maximum(w.sum(), 1.0)
+    metrics["hidden_fraction"] = w.sum() / jnp.maximum(valid_bn.sum(), 1)
+    return loss, metrics

@@ -1,0 +1,45 @@
+"""python -m mmjax.train --config configs/<recipe>.py[:variant] --workdir DIR [--config.KEY=VALUE ...]
+
+Rerunning the same command on the same workdir resumes from its last checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from absl import flags
+
+flags.DEFINE_string("config", None, "recipe as path[:variant], e.g. configs/mm_world.py:tiny")
+flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config.json go")
+flags.DEFINE_bool("compile_only", False, "compile the step(s) for the configured mesh, print "
+                  "FLOPs and per-device memory from XLA, and exit without training")
+FLAGS = flags.FLAGS
+
+
+def main(argv: list[str]) -> int:
+  from mmjax import cli
+  overrides = cli.parse(argv)
+  if not FLAGS.config or not FLAGS.workdir:
+    cli.fail("both --config and --workdir are required, e.g. "
+             "python -m mmjax.train --config configs/mm_world.py:tiny --workdir /tmp/run")
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                      stream=sys.stderr)
+  from mmjax import config as config_lib
+  try:
+    config = config_lib.load(FLAGS.config, overrides)
+  except config_lib.ConfigError as e:
+    cli.fail(str(e))
+  from mmjax import trainer
+  from mmjax.checkpoint import CheckpointError
+  try:
+    result = trainer.train(config, FLAGS.workdir, compile_only=FLAGS.compile_only)
+  except (CheckpointError, trainer.NonFiniteError, ValueError) as e:
+    cli.fail(str(e), code=1)
+  if FLAGS.compile_only:
+    print(json.dumps(result, indent=2))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main(sys.argv))

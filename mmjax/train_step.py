@@ -1,0 +1,63 @@
+"""The train state and the pure update step (one task, one optimizer update)."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from mmjax import objectives as objectives_lib
+
+
+@struct.dataclass
+class TrainState:
+  step: jax.Array          # int32 scalar: updates applied or skipped so far
+  params: nnx.State
+  opt_state: optax.OptState
+  first_bad_step: jax.Array  # int32 scalar: first step with a non-finite loss/grad, or -1
+  skipped_steps: jax.Array   # int32 scalar: steps whose update was not applied
+
+
+def init_state(graphdef_params_fn, optimizer) -> TrainState:
+  params = graphdef_params_fn()
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params),
+                    first_bad_step=jnp.full((), -1, jnp.int32),
+                    skipped_steps=jnp.zeros((), jnp.int32))
+
+
+def step_rng(seed: int, step) -> jax.Array:
+  """The step's randomness is a function of (seed, step) alone, so a resumed run replays it."""
+  return jax.random.fold_in(jax.random.key(seed), step)
+
+
+def make_train_step(graphdef, objectives, optimizer, seed: int):
+  """(state, batch) -> (state, metrics). A non-finite loss or gradient never updates state:
+
+  the update is dropped, `first_bad_step` remembers where it happened, and the host
+  decides (config.nan_policy) whether to halt or carry on.
+  """
+  def train_step(state: TrainState, batch):
+    rng = step_rng(seed, state.step)
+
+    def loss_fn(params):
+      model = nnx.merge(graphdef, params)
+      return objectives_lib.total_loss(objectives, model, batch, rng)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = TrainState(
+        step=state.step + 1,
+        params=keep(params, state.params),
+        opt_state=keep(opt_state, state.opt_state),
+        first_bad_step=jnp.where(~finite & (state.first_bad_step < 0), state.step,
+                                 state.first_bad_step),
+        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+    metrics = dict(metrics, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
+    return new_state, metrics
+
+  return train_step
