@@ -14,6 +14,11 @@ flags.DEFINE_string("config", None, "recipe as path[:variant], e.g. configs/mm_w
 flags.DEFINE_string("workdir", None, "where checkpoints, metrics and config.json go")
 flags.DEFINE_bool("compile_only", False, "compile the step(s) for the configured mesh, print "
                   "FLOPs and per-device memory from XLA, and exit without training")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-process "
+                    "jobs outside SLURM/TPU pods (which are detected from the environment)")
+flags.DEFINE_integer("num_processes", None, "with --coordinator_address: how many processes")
+flags.DEFINE_integer("process_id", None, "with --coordinator_address: this process's index")
+flags.DEFINE_integer("distributed_timeout_s", 300, "how long to wait for all processes to join")
 FLAGS = flags.FLAGS
 
 
@@ -30,7 +35,9 @@ def main(argv: list[str]) -> int:
     config = config_lib.load(FLAGS.config, overrides)
   except config_lib.ConfigError as e:
     cli.fail(str(e))
-  from mmjax import trainer
+  from mmjax import distributed, trainer
+  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                         FLAGS.distributed_timeout_s)
   from mmjax.checkpoint import CheckpointError
   try:
     result = trainer.train(config, FLAGS.workdir, compile_only=FLAGS.compile_only)

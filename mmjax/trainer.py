@@ -15,7 +15,7 @@ from flax import nnx
 
 from mmjax import build, evaluators, optim, perf, sharding
 from mmjax import workdir as workdir_lib
-from mmjax.checkpoint import Checkpointer
+from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.metrics_writer import MetricsWriter
 from mmjax.models import axes
 from mmjax.models.model import build_model
@@ -56,6 +56,12 @@ class StopRequested:
 
   def __bool__(self):
     return self.signum is not None
+
+
+def save_failed(error: Exception, ckpt: Checkpointer) -> str:
+  return (f"saving a checkpoint under {ckpt.directory} failed: {type(error).__name__}: {error}. "
+          f"Training stopped; the last complete checkpoint is step {ckpt.latest_step()}. Fix the "
+          f"cause (disk space, permissions) and rerun the same command to resume.")
 
 
 def abstract_train_state(config, spec, optimizer):
@@ -198,7 +204,10 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     if int(state.first_bad_step) >= 0 and config.nan_policy == "halt":
       return  # never write a checkpoint after a bad step (it is not reached; defensive)
     with clock("checkpoint"):
-      ckpt.save(at_step, state, {n: it.get_state() for n, it in iterators.items()})
+      try:
+        ckpt.save(at_step, state, {n: it.get_state() for n, it in iterators.items()})
+      except Exception as e:  # includes the error of an earlier background save
+        raise CheckpointError(save_failed(e, ckpt)) from e
 
   log.info("model: %s params; mesh %s; %d tasks; from step %d to %d", f"{n_params:,}",
            dict(mesh.shape), len(config.tasks), step, config.total_steps)
@@ -263,7 +272,10 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
           save(step)
           last_saved = step
     with clock("checkpoint"):
-      ckpt.wait()  # a failed background save raises here, never silently
+      try:
+        ckpt.wait()  # a failed background save raises here, never silently
+      except Exception as e:
+        raise CheckpointError(save_failed(e, ckpt)) from e
     if step >= config.total_steps and not stop:
       results = run_evals(step, final=True)
       writer.write(step, results)
@@ -278,4 +290,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     if bar is not None:
       bar.close()
     writer.close()
-    ckpt.close()
+    try:
+      ckpt.close()
+    except Exception:  # already reported above; do not mask the original error
+      pass

@@ -55,6 +55,26 @@ def test_byte_tokenizer_round_trip_and_padding():
     tokenizer_lib.make_tokenizer("wordpiece", "")
 
 
+def test_sentencepiece_tokenizer_same_interface(world_dir, tmp_path):
+  spm = pytest.importorskip("sentencepiece")
+  src = sources.get_source("mm_world/tiny", "train", world_dir)
+  captions = [src[i]["caption"].decode() for i in range(200)]
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(captions), vocab_size=40,
+                                 model_prefix=str(tmp_path / "spm"), minloglevel=2)
+  tok = tokenizer_lib.make_tokenizer("sentencepiece", str(tmp_path / "spm.model"))
+  ids, mask = tok.encode(captions[0].encode(), 32)
+  assert ids.dtype == np.int32 and mask.dtype == np.bool_ and ids.shape == (32,)
+  assert ids[0] == tok.bos_id and 0 < ids[mask].min() and ids.max() < tok.vocab_size
+  assert (ids[~mask] == 0).all() and tok.decode(ids) == captions[0]
+  with pytest.raises(ValueError, match="model_path"):
+    tokenizer_lib.make_tokenizer("sentencepiece", str(tmp_path / "missing.model"))
+  cfg = _cfg(world_dir, {"text": SPEC["text"]})
+  with cfg.unlocked():
+    cfg.tokenizer = dict(kind="sentencepiece", model_path=str(tmp_path / "spm.model"))
+  batch = next(pipeline.make_train_iterator(cfg, batch_size=4, seed=0))
+  assert batch["text"].shape == (4, 32) and batch["text_mask"].any(1).all()
+
+
 def test_train_batch_shapes_and_dtypes(world_dir):
   batch = next(pipeline.make_train_iterator(_cfg(world_dir), batch_size=8, seed=0))
   expected = {
@@ -165,7 +185,7 @@ def test_tfds_datasets_through_get_source_and_spec(name, size, tmp_path):
   spec = {"image": {"op": "image", "from": "image", "size": size, "crop": "random"},
           "label": {"op": "label", "from": "label"}}
   with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=12):
-    src = sources.get_source(name, "train", str(tmp_path))
+    src = pipeline.get_source(name, "train", str(tmp_path))
     assert len(src) == 12 and "image" in src.features
     batch = next(pipeline.make_train_iterator(_cfg(str(tmp_path), spec, name), batch_size=4,
                                               seed=0))

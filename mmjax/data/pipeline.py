@@ -14,6 +14,10 @@ from mmjax.data import preprocess as preprocess_lib
 from mmjax.data import sources
 from mmjax.data import tokenizer as tokenizer_lib
 
+# The data API callers need lives in this module; sources.py holds the implementation.
+DataError = sources.DataError
+get_source = sources.get_source
+
 
 def _get(cfg, key: str, default: Any = None) -> Any:
   """Works for ConfigDict and plain dicts alike."""

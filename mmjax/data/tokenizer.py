@@ -4,6 +4,8 @@ The default is byte-level: nothing to download or train, every string encodes,
 and the vocabulary (259) is tiny, which suits the built-in world's short captions.
 """
 
+import os
+
 import numpy as np
 
 PAD, BOS, EOS = 0, 1, 2
@@ -31,7 +33,38 @@ class ByteTokenizer:
     return data.decode("utf-8", errors="replace")
 
 
-TOKENIZERS = ("byte",)
+class SentencePieceTokenizer:
+  """A trained SentencePiece model behind the byte tokenizer's interface.
+
+  SentencePiece ids are shifted up by one so that 0 is always padding (its own
+  id 0 is <unk>, and its pad id is usually disabled).
+  """
+
+  pad_id = PAD
+
+  def __init__(self, model_path: str):
+    try:
+      import sentencepiece  # optional: only needed for this tokenizer
+    except ImportError as e:
+      raise ImportError("tokenizer kind 'sentencepiece' needs `pip install sentencepiece`") from e
+    self._sp = sentencepiece.SentencePieceProcessor(model_file=model_path)
+    self.vocab_size = self._sp.get_piece_size() + 1
+    self.bos_id, self.eos_id = self._sp.bos_id() + 1, self._sp.eos_id() + 1
+
+  def encode(self, text: str | bytes, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(text, bytes):
+      text = text.decode("utf-8")
+    seq = [self.bos_id] * (self.bos_id > 0) + [i + 1 for i in self._sp.encode(text)]
+    seq = (seq + [self.eos_id] * (self.eos_id > 0))[:max_len]
+    ids = np.full(max_len, PAD, np.int32)
+    ids[:len(seq)] = seq
+    return ids, np.arange(max_len) < len(seq)
+
+  def decode(self, ids) -> str:
+    return self._sp.decode([int(i) - 1 for i in np.asarray(ids) if int(i) > 0])
+
+
+TOKENIZERS = ("byte", "sentencepiece")
 
 
 def make_tokenizer(kind: str = "byte", model_path: str = ""):
@@ -39,5 +72,9 @@ def make_tokenizer(kind: str = "byte", model_path: str = ""):
     if model_path:
       raise ValueError(f"tokenizer kind 'byte' takes no model_path, got {model_path!r}")
     return ByteTokenizer()
-  raise ValueError(f"unknown tokenizer kind {kind!r}; choices: {TOKENIZERS} "
-                   "(SentencePiece is not implemented yet)")
+  if kind == "sentencepiece":
+    if not model_path or not os.path.exists(model_path):
+      raise ValueError(f"tokenizer kind 'sentencepiece' needs model_path to an existing "
+                       f".model file, got {model_path!r}")
+    return SentencePieceTokenizer(model_path)
+  raise ValueError(f"unknown tokenizer kind {kind!r}; choices: {TOKENIZERS}")

@@ -109,22 +109,22 @@ class Embedder(nnx.Module):
     """
     spec = self.spec
     if spec.kind == "text":
-      tok = jnp.take(self.embedding.value, x, axis=0).astype(self.dtype)
+      tok = jnp.take(self.embedding[...], x, axis=0).astype(self.dtype)
     else:
       patches = spec.cut(x.astype(self.dtype))
-      tok = patches @ self.kernel.value.astype(self.dtype) + self.bias.value.astype(self.dtype)
+      tok = patches @ self.kernel[...].astype(self.dtype) + self.bias[...].astype(self.dtype)
     if replace_mask_bn is not None:
-      tok = jnp.where(replace_mask_bn[..., None], self.mask_embedding.value.astype(self.dtype), tok)
+      tok = jnp.where(replace_mask_bn[..., None], self.mask_embedding[...].astype(self.dtype), tok)
     in_shape = tuple(x.shape[1:])
     grid = spec.grid(in_shape)
     if self.posemb == "learn":
       if spec.kind == "text":
-        pos = self.positions.value[: grid[0]]
+        pos = self.positions[...][: grid[0]]
         if grid[0] > spec.shape[0]:
           raise ValueError(f"text length {grid[0]} exceeds the model's max_len {spec.shape[0]}")
       else:
-        pos = tokenizers.resize_positions(self.positions.value, spec.grid(), grid)
+        pos = tokenizers.resize_positions(self.positions[...], spec.grid(), grid)
     else:
       pos = jnp.asarray(tokenizers.sincos_table(grid, tok.shape[-1]))
-    tok = tok + pos.astype(self.dtype)[None] + self.type_embedding.value.astype(self.dtype)
+    tok = tok + pos.astype(self.dtype)[None] + self.type_embedding[...].astype(self.dtype)
     return axes.constrain(tok, ("batch", "length", "embed"))

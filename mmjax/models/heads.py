@@ -21,7 +21,7 @@ class Linear(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x):
-    return x @ self.kernel.value.astype(self.dtype) + self.bias.value.astype(self.dtype)
+    return x @ self.kernel[...].astype(self.dtype) + self.bias[...].astype(self.dtype)
 
 
 class ContrastiveScale(nnx.Module):
@@ -38,4 +38,4 @@ class ContrastiveScale(nnx.Module):
 
   def __call__(self):
     # Clip keeps a diverging temperature from blowing up the logits (CLIP clips at 100).
-    return jnp.exp(jnp.minimum(self.log_scale.value, math.log(100.0))), self.bias.value
+    return jnp.exp(jnp.minimum(self.log_scale[...], math.log(100.0))), self.bias[...]

@@ -21,7 +21,7 @@ class LayerNorm(nnx.Module):
     mean = x32.mean(-1, keepdims=True)
     var = jnp.square(x32 - mean).mean(-1, keepdims=True)
     y = (x32 - mean) * jax.lax.rsqrt(var + 1e-6)
-    return (y * self.scale.value + self.bias.value).astype(self.dtype)
+    return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
 
 
 class Attention(nnx.Module):
@@ -39,11 +39,11 @@ class Attention(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x_bld: jax.Array, mask_b1ll: jax.Array | None) -> jax.Array:
-    w = self.qkv.value.astype(self.dtype)
+    w = self.qkv[...].astype(self.dtype)
     q_blhk, k_blhk, v_blhk = (jnp.einsum("bld,dhk->blhk", x_bld, w[i]) for i in range(3))
     q_blhk = axes.constrain(q_blhk, ("batch", "length", "heads", "kv"))
     o_blhk = jax.nn.dot_product_attention(q_blhk, k_blhk, v_blhk, mask=mask_b1ll)
-    return jnp.einsum("blhk,hkd->bld", o_blhk, self.out.value.astype(self.dtype))
+    return jnp.einsum("blhk,hkd->bld", o_blhk, self.out[...].astype(self.dtype))
 
 
 class Mlp(nnx.Module):
@@ -57,9 +57,9 @@ class Mlp(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x_bld):
-    h = x_bld @ self.wi.value.astype(self.dtype) + self.bi.value.astype(self.dtype)
+    h = x_bld @ self.wi[...].astype(self.dtype) + self.bi[...].astype(self.dtype)
     h = axes.constrain(jax.nn.gelu(h), ("batch", "length", "mlp"))
-    return h @ self.wo.value.astype(self.dtype) + self.bo.value.astype(self.dtype)
+    return h @ self.wo[...].astype(self.dtype) + self.bo[...].astype(self.dtype)
 
 
 class Block(nnx.Module):

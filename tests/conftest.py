@@ -1,0 +1,47 @@
+"""Shared fixtures: one mm_world/tiny build per session and a runner for the real CLIs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(ROOT, "configs", "mm_world.py") + ":tiny"
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: end-to-end runs of the real command lines")
+
+
+@pytest.fixture(scope="session")
+def world_dir(tmp_path_factory):
+  """Data dir holding mm_world/tiny; a fixed path so every test module reuses one build."""
+  from mmjax.data import world
+  data_dir = tmp_path_factory.getbasetemp() / "mm_world_tiny"
+  world.prepare("tiny", str(data_dir))  # reuses the build if another module made it
+  return str(data_dir)
+
+
+def cli_env(**extra) -> dict:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def run_cli(module: str, args: list[str], *, timeout: float = 300, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+  """Runs `python -m module args` as users do; bounded in time."""
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env or cli_env(),
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}:\n"
+                         f"{proc.stderr[-4000:]}")
+  return proc
+
+
+def tiny_args(workdir, data_dir, *overrides) -> list[str]:
+  return ["--config", TINY, "--workdir", str(workdir),
+          f"--config.tasks.default.data.data_dir={data_dir}", *overrides]

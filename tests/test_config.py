@@ -1,0 +1,55 @@
+"""Recipes load, overrides apply with the right types, and bad input names the key."""
+import pytest
+
+from mmjax import config as config_lib
+from tests.conftest import TINY
+
+
+def load(*overrides):
+  return config_lib.load(TINY, list(overrides))
+
+
+def test_tiny_recipe_loads_and_overrides_parse_by_type():
+  c = load("model.depth=3", "optim.learning_rate=1e-2", "model.modalities.image.shape=(16,16,3)",
+           "tasks.default.data.name=cifar10", "progress=True")
+  assert c.model.depth == 3 and c.optim.learning_rate == 1e-2
+  assert tuple(c.model.modalities.image.shape) == (16, 16, 3)
+  assert c.tasks.default.data.name == "cifar10" and c.progress is True
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.dept=3", "unknown config key 'model.dept'.*did you mean 'depth'"),
+    ("nope=1", "unknown config key 'nope'.*valid: .*checkpoint"),
+    ("model.depth=abc", "model.depth='abc'.*int"),
+    ("model.depth=0", "model.depth=0: must be a positive integer"),
+    ("model.fusion=middle", "model.fusion='middle'; valid: 'early'"),
+    ("model.num_heads=3", "width=32 is not divisible by config.model.num_heads=3"),
+    ("model.modalities.image.shape=(30,30,3)", "image H=30 is not divisible by patch 8"),
+    ("model.modalities.video.shape=(3,16,16,3)", "3 frames are not divisible by tubelet length 2"),
+    ("model.modalities.audio.kind=smell", "kind='smell'; valid"),
+    ("nan_policy=ignore", "nan_policy='ignore'; valid: 'halt', 'skip'"),
+    ("tasks.default.objectives.text_image.kind=cosine", "kind='cosine'; valid"),
+    ("tasks.default.objectives.text_image.b=smell", "modality 'smell'"),
+    ("tasks.default.data.preprocess.image.size=20", "size=20 is not divisible by"),
+    ("evals.loss.task=other", "evals.loss.task='other'; valid"),
+    ("model", "expected --config.KEY=VALUE"),
+    ("model=3", "is a section"),
+])
+def test_bad_overrides_fail_naming_the_key(override, message):
+  with pytest.raises(config_lib.ConfigError, match=message):
+    load(override)
+
+
+def test_unknown_variant_and_missing_file():
+  with pytest.raises(ValueError, match="unknown variant 'huge'; valid: default, tiny"):
+    config_lib.load(TINY.replace(":tiny", ":huge"))
+  with pytest.raises(config_lib.ConfigError, match="no file"):
+    config_lib.load("configs/nope.py:tiny")
+
+
+def test_config_json_round_trip():
+  c = load()
+  back = config_lib.from_json(config_lib.to_json(c))
+  config_lib.validate(back)
+  assert back.model.to_dict() == config_lib.from_json(config_lib.to_json(c)).model.to_dict()
+  assert back.model.width == c.model.width
