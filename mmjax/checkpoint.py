@@ -14,8 +14,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax.errors import MmjaxError
 
-class CheckpointError(RuntimeError):
+
+class CheckpointError(MmjaxError, RuntimeError):
   """A checkpoint cannot be used as asked; the message says why and what to do."""
 
 

@@ -16,6 +16,8 @@ from typing import Any, Sequence
 
 import ml_collections
 
+from mmjax.errors import MmjaxError
+
 # Enumerations users can set, in one place so error messages and code agree.
 FUSIONS = ("early",)
 POSEMBS = ("learn", "sincos")
@@ -24,7 +26,7 @@ NAN_POLICIES = ("halt", "skip")
 MODALITY_KINDS = ("image", "video", "audio", "text")
 
 
-class ConfigError(ValueError):
+class ConfigError(MmjaxError, ValueError):
   """A recipe, override or value is invalid. The message says what would be valid."""
 
 
@@ -171,6 +173,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "model.num_heads", "model.mlp_dim", "model.embed_dim", "checkpoint.every_steps",
               "checkpoint.keep"):
     _positive_int(config, key)
+  _need(isinstance(config.prefetch_batches, int) and config.prefetch_batches >= 0,
+        f"config.prefetch_batches={config.prefetch_batches!r}: must be an integer >= 0")
   m = config.model
   _need(m.width % m.num_heads == 0, f"config.model.width={m.width} is not divisible by "
         f"config.model.num_heads={m.num_heads}")

@@ -61,11 +61,10 @@ def main(argv: list[str]) -> int:
   if not FLAGS.workdir:
     cli.fail("--workdir is required, e.g. python -m mmjax.evaluate --workdir workdirs/mm_world")
   logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-  from mmjax import config as config_lib
-  from mmjax.checkpoint import CheckpointError
+  from mmjax.errors import MmjaxError
   try:
     results = evaluate(FLAGS.workdir, FLAGS.step, overrides)
-  except (config_lib.ConfigError, CheckpointError, FileNotFoundError) as e:
+  except (MmjaxError, FileNotFoundError) as e:
     cli.fail(str(e), code=1)
   print(json.dumps(results, sort_keys=True))
   return 0

@@ -77,11 +77,28 @@ def spec_for(names: Sequence[str | None], rules=RULES) -> P:
   return P(*out)
 
 
+def fit_spec(spec: P, shape: Sequence[int], mesh: Mesh) -> P:
+  """Drops mesh axes from dims they do not divide (e.g. a 259-token vocab over tensor=2):
+  that dim is replicated instead of failing. Large replicated params are caught by
+  the sufficiently-sharded check, not here."""
+  out = []
+  for dim, entry in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    axes_ = (entry,) if isinstance(entry, str) else tuple(entry or ())
+    kept, size = [], 1
+    for a in axes_:
+      if dim % (size * mesh.shape[a]) == 0:
+        kept.append(a)
+        size *= mesh.shape[a]
+    out.append(kept[0] if len(kept) == 1 else (tuple(kept) or None))
+  return P(*out)
+
+
 def state_shardings(abstract_state, mesh: Mesh, rules=RULES):
-  """NamedShardings for every variable of an (abstract) nnx.State, from its logical axes."""
+  """NamedShardings for every leaf of an (abstract) state pytree, from its logical axes."""
   names = logical.logical_axes_of(abstract_state)
-  return jax.tree.map(lambda n: NamedSharding(mesh, spec_for(n, rules)), names,
-                      is_leaf=lambda x: isinstance(x, logical.Names))
+  return jax.tree.map(
+      lambda n, a: NamedSharding(mesh, fit_spec(spec_for(n, rules), np.shape(a), mesh)),
+      names, abstract_state, is_leaf=lambda x: isinstance(x, logical.Names))
 
 
 def activation_sharder(mesh: Mesh, rules=RULES):

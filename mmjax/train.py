@@ -36,12 +36,12 @@ def main(argv: list[str]) -> int:
   except config_lib.ConfigError as e:
     cli.fail(str(e))
   from mmjax import distributed, trainer
+  from mmjax.errors import MmjaxError
   distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                          FLAGS.distributed_timeout_s)
-  from mmjax.checkpoint import CheckpointError
   try:
     result = trainer.train(config, FLAGS.workdir, compile_only=FLAGS.compile_only)
-  except (CheckpointError, trainer.NonFiniteError, ValueError) as e:
+  except MmjaxError as e:
     cli.fail(str(e), code=1)
   if FLAGS.compile_only:
     print(json.dumps(result, indent=2))

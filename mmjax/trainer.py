@@ -16,6 +16,9 @@ from flax import nnx
 from mmjax import build, evaluators, optim, perf, sharding
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer, CheckpointError
+from mmjax.config import ConfigError
+from mmjax.errors import MmjaxError
+from mmjax.data.prefetch import Prefetcher
 from mmjax.metrics_writer import MetricsWriter
 from mmjax.models import axes
 from mmjax.models.model import build_model
@@ -27,7 +30,7 @@ from mmjax.wallclock import WallClock
 log = logging.getLogger("mmjax.train")
 
 
-class NonFiniteError(FloatingPointError):
+class NonFiniteError(MmjaxError, FloatingPointError):
   """A step produced a NaN/Inf loss or gradient under nan_policy='halt'."""
 
 
@@ -95,11 +98,14 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   os.makedirs(workdir, exist_ok=True)
 
   # ------------------------------------------------------------------ Mesh
-  mesh = sharding.make_mesh(config.mesh)
+  try:
+    mesh = sharding.make_mesh(config.mesh)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   for name, task in config.tasks.items():
     if task.batch_size % data_parallel:
-      raise ValueError(f"config.tasks.{name}.batch_size={task.batch_size} is not divisible by "
+      raise ConfigError(f"config.tasks.{name}.batch_size={task.batch_size} is not divisible by "
                        f"the data-parallel size {data_parallel} (mesh {dict(mesh.shape)})")
 
   # ------------------------------------------------------------------ Model
@@ -139,6 +145,8 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
           process_index=jax.process_index(), process_count=jax.process_count())
       if name in data_states:
         iterators[name].set_state(data_states[name])
+      if config.prefetch_batches:
+        iterators[name] = Prefetcher(iterators[name], config.prefetch_batches)
   schedule = TaskSchedule(config.tasks, config.seed)
 
   # ------------------------------------------------------------------ Update step
@@ -148,10 +156,10 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   def compiled_step(task: str, batch):
     key = (task, batch_signature(batch))
     if key not in compiled_steps:
-      problem = missing_inputs([k for o in objectives[task] for k in o.batch_keys()],
-                               batch.keys(), "(any)", task)
-      if problem:
-        raise ValueError(problem)
+      for o in objectives[task]:
+        problem = missing_inputs(o.batch_keys(), batch.keys(), o.name, task)
+        if problem:
+          raise ConfigError(problem)
       fn = make_train_step(graphdef, objectives[task], optimizer, config.seed)
       with clock("compile"), axes.activation_sharding(sharding.activation_sharder(mesh)):
         jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
@@ -290,6 +298,9 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     if bar is not None:
       bar.close()
     writer.close()
+    for it in iterators.values():
+      if isinstance(it, Prefetcher):
+        it.close()
     try:
       ckpt.close()
     except Exception:  # already reported above; do not mask the original error

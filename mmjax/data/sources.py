@@ -13,11 +13,12 @@ from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 
 from mmjax.data import world
+from mmjax.errors import MmjaxError
 
 WORLD = "mm_world"
 
 
-class DataError(RuntimeError):
+class DataError(MmjaxError, RuntimeError):
   """A dataset is missing, from another build, or damaged on disk."""
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from mmjax.data import world_render as render
+from mmjax.errors import MmjaxError
 
 _SPLIT_IDS = {"train": 0, "validation": 1, "test": 2}
 # Tensors as raw bytes: TFDS's default (one int64 varint per value) made the tiny
@@ -106,7 +107,7 @@ class MmWorld(tfds.core.GeneratorBasedBuilder):
       yield index, render.render_example(seed, _SPLIT_IDS[split], index)
 
 
-class DataDirMismatchError(RuntimeError):
+class DataDirMismatchError(MmjaxError, RuntimeError):
   """The data dir holds an mm_world build this code must not read or overwrite."""
 
 
