@@ -12,7 +12,6 @@ from mmjax.data import pipeline
 from mmjax.data import preprocess
 from mmjax.data import sources
 from mmjax.data import tokenizer as tokenizer_lib
-from tests.test_data_world import world_dir  # noqa: F401  (session fixture, one build)
 
 SPEC = {
     "image": {"op": "image", "from": "image", "size": 32},

@@ -13,14 +13,6 @@ from mmjax.data import world
 from mmjax.data import world_render as render
 
 
-@pytest.fixture(scope="session")
-def world_dir(tmp_path_factory):
-  """Data dir holding mm_world/tiny; a fixed path so every test module reuses one build."""
-  data_dir = tmp_path_factory.getbasetemp() / "mm_world_tiny"
-  world.prepare("tiny", str(data_dir))  # reuses the build if another module made it
-  return str(data_dir)
-
-
 def _files(data_dir, config="tiny"):
   folder = os.path.join(data_dir, "mm_world", config, "1.0.0")
   return folder, sorted(f for f in os.listdir(folder) if ".array_record" in f)
@@ -150,3 +142,19 @@ def test_truncated_record_file_gives_one_clear_error(world_dir, tmp_path):
 def test_unknown_config_lists_choices(tmp_path):
   with pytest.raises(ValueError, match="tiny"):
     world.prepare("huge", str(tmp_path))
+
+
+def test_every_caption_fits_the_recipes_text_length():
+  # A truncated caption can lose its position ("bottom" vs "bottom right"), which makes
+  # retrieval targets ambiguous; the recipes' max_len must hold every caption + bos/eos.
+  import itertools
+  from mmjax import config as config_lib
+  from tests.conftest import TINY
+  longest = max(len(t.format(shape=s, colour=c, size=z, position=p).encode())
+                for t in render.TEMPLATES
+                for s, c, z, p in itertools.product(render.SHAPES, render.COLOURS, render.SIZES,
+                                                    render.POSITIONS))
+  for variant in ("tiny", "default"):
+    cfg = config_lib.load(TINY.replace(":tiny", f":{variant}"))
+    assert longest + 2 <= cfg.tasks.default.data.preprocess.text.max_len
+    assert cfg.tasks.default.data.preprocess.text.max_len == cfg.model.modalities.text.shape[0]

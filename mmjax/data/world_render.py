@@ -64,10 +64,11 @@ TEMPLATES = (
     "a {size} {colour} {shape} at the {position}",
     "the {position} holds a {size} {colour} {shape}",
     "{size} {colour} {shape}, {position}",
-    "there is a {colour} {shape} ({size}) at the {position}",
+    "{colour} {shape} ({size}), {position}",
 )
 # Bump when rendering changes in a way the constants above do not capture.
-RENDER_REVISION = 1
+# Captions are kept to <= 46 bytes so byte tokens (+ bos, eos) fit max_len 48.
+RENDER_REVISION = 2
 
 
 def generator_params() -> dict:
