@@ -7,6 +7,8 @@ Variants:
 """
 import ml_collections as mlc
 
+from mmjax import sharding
+
 
 def _data(name: str):
   return mlc.ConfigDict(dict(
@@ -34,7 +36,7 @@ def get_config(variant=None):
   tiny = variant == "tiny"
   c = mlc.ConfigDict()
   c.seed = 0
-  c.total_steps = 12 if tiny else 600
+  c.total_steps = 12 if tiny else 400
   c.log_every_steps = 4 if tiny else 25
   c.nan_policy = "halt"         # "halt": stop naming the step; "skip": drop the update
   c.eval_batch_size = 64 if tiny else 250
@@ -52,6 +54,7 @@ def get_config(variant=None):
       posemb_std=0.5,
       dtype="float32",
       param_dtype="float32",
+      remat="none",     # per block: none | full | save_matmuls (recompute the rest)
       modalities=dict(
           image=dict(kind="image", shape=(32, 32, 3), patch=(8,)),
           video=dict(kind="video", shape=(4, 16, 16, 3), patch=(2, 8)),
@@ -63,6 +66,7 @@ def get_config(variant=None):
   c.tasks.default = mlc.ConfigDict(dict(
       data=_data("mm_world/tiny" if tiny else "mm_world/default"),
       batch_size=16 if tiny else 256,
+      microbatches=1,   # gradient accumulation: the batch is split into this many passes
       weight=1.0,
       objectives=dict(
           text_image=dict(type="contrastive", a="text", b="image", kind="softmax", weight=1.0),
@@ -76,7 +80,13 @@ def get_config(variant=None):
 
   c.checkpoint = mlc.ConfigDict(dict(every_steps=6 if tiny else 200, keep=2, async_save=True))
 
-  c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1))
+  # In-slice (ICI) axis sizes, and dcn_* sizes across slices/nodes; -1 = the rest.
+  c.mesh = mlc.ConfigDict(dict(data=-1, fsdp=1, tensor=1, expert=1,
+                               dcn_data=1, dcn_fsdp=1, dcn_tensor=1, dcn_expert=1))
+  c.sharding = mlc.ConfigDict(dict(
+      rules=dict(sharding.RULES),        # logical axis -> mesh axis/axes/None; override per key
+      max_replicated_params=1 << 20,     # on an fsdp mesh, larger params must be sharded
+  ))
 
   every = c.total_steps
   c.evals = mlc.ConfigDict(dict(

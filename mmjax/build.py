@@ -26,4 +26,5 @@ def model_spec(config) -> ModelSpec:
       modalities=modality_specs(m), width=m.width, depth=m.depth, num_heads=m.num_heads,
       mlp_dim=m.mlp_dim, fusion=m.fusion, embed_dim=m.embed_dim, posemb=m.posemb,
       posemb_std=m.posemb_std, dtype=m.dtype, param_dtype=m.param_dtype,
+      remat=m.get("remat", "none"),  # absent from configs written before remat existed
       **objectives_lib.heads_for(all_objectives))

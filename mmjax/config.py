@@ -23,6 +23,7 @@ FUSIONS = ("early",)
 POSEMBS = ("learn", "sincos")
 DTYPES = ("float32", "bfloat16", "float16")
 NAN_POLICIES = ("halt", "skip")
+REMATS = ("none", "full", "save_matmuls")
 MODALITY_KINDS = ("image", "video", "audio", "text")
 
 
@@ -173,13 +174,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "model.num_heads", "model.mlp_dim", "model.embed_dim", "checkpoint.every_steps",
               "checkpoint.keep"):
     _positive_int(config, key)
-  _need(isinstance(config.prefetch_batches, int) and config.prefetch_batches >= 0,
-        f"config.prefetch_batches={config.prefetch_batches!r}: must be an integer >= 0")
+  prefetch = config.get("prefetch_batches", 0)
+  _need(isinstance(prefetch, int) and prefetch >= 0,
+        f"config.prefetch_batches={prefetch!r}: must be an integer >= 0")
   m = config.model
   _need(m.width % m.num_heads == 0, f"config.model.width={m.width} is not divisible by "
         f"config.model.num_heads={m.num_heads}")
   _one_of(m.fusion, FUSIONS, "model.fusion")
   _one_of(m.posemb, POSEMBS, "model.posemb")
+  _one_of(m.get("remat", "none"), REMATS, "model.remat")
   _one_of(m.dtype, DTYPES, "model.dtype")
   _one_of(m.param_dtype, DTYPES, "model.param_dtype")
   _one_of(config.nan_policy, NAN_POLICIES, "nan_policy")
@@ -194,6 +197,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   kinds = {n: s.kind for n, s in m.modalities.items()}
   for tname, task in config.tasks.items():
     _positive_int(config, f"tasks.{tname}.batch_size")
+    if "microbatches" in task:
+      _positive_int(config, f"tasks.{tname}.microbatches")
+    _need(task.batch_size % task.get("microbatches", 1) == 0,
+          f"config.tasks.{tname}.batch_size={task.batch_size} does not split into "
+          f"microbatches={task.get('microbatches', 1)}")
     _need(len(task.objectives) > 0, f"config.tasks.{tname}.objectives is empty")
     try:
       objs = objectives.make_objectives(task.objectives, kinds)
@@ -212,7 +220,16 @@ def validate(config: ml_collections.ConfigDict) -> None:
         patch = mod.patch[-1]
         _need(spec.size % patch == 0, f"config.tasks.{tname}.data.preprocess.{name}.size="
               f"{spec.size} is not divisible by model.modalities.{name}.patch {patch}")
+  from mmjax import sharding  # local: imports jax
+  try:
+    sharding.rules_from_config(config.get("sharding", {}).get("rules", {}))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  unknown = set(config.mesh.keys()) - set(sharding.MESH_AXES) - {f"dcn_{a}" for a in sharding.MESH_AXES}
+  _need(not unknown, f"config.mesh has unknown axes {sorted(unknown)}")
+  from mmjax import evaluators  # local: imports jax
   for ename, ev in config.evals.items():
+    _one_of(ev.type, sorted(evaluators.REGISTRY), f"evals.{ename}.type")
     _need(ev.task in config.tasks, f"config.evals.{ename}.task={ev.task!r}; valid: "
           f"{sorted(config.tasks.keys())}")
     _positive_int(config, f"evals.{ename}.every_steps")

@@ -11,6 +11,7 @@ How a process learns its place in the job, in order:
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -24,6 +25,13 @@ import numpy as np
 from mmjax.errors import MmjaxError
 
 log = logging.getLogger("mmjax.distributed")
+
+# How long an exiting process waits for the others at JAX's shutdown barrier. JAX's default
+# (300 s) turns one process's crash into a 5-minute hang of the whole job, because the others
+# are stuck in a collective and never reach the barrier; after this the process exits
+# non-zero, so srun --kill-on-bad-exit / launch/local.sh stop the rest. Processes that
+# finish normally reach the barrier within seconds of each other.
+SHUTDOWN_TIMEOUT_S = 60
 
 
 class DistributedError(MmjaxError, RuntimeError):
@@ -77,14 +85,14 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if not explicit and env is None:
     return
   if explicit and (num_processes is None or process_id is None):
-    raise ValueError("--coordinator_address needs --num_processes and --process_id too")
+    raise DistributedError("--coordinator_address needs --num_processes and --process_id too")
   if explicit and not 0 <= process_id < num_processes:
-    raise ValueError(f"--process_id={process_id} must be in [0, --num_processes={num_processes})")
+    raise DistributedError(f"--process_id={process_id} must be in [0, --num_processes={num_processes})")
   # CPU collectives across processes need gloo (the CPU backend has none by default);
   # the setting only affects the CPU backend, so it is harmless on GPU/TPU hosts. It must
   # be set before any backend starts, so this never asks which backend is in use.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kwargs = {}
+  kwargs = dict(shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
   if explicit:
     kwargs.update(coordinator_address=coordinator_address, num_processes=num_processes,
                   process_id=process_id)
@@ -150,3 +158,21 @@ def any_process(flag: bool) -> bool:
     return bool(flag)
   from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))))
+
+
+def allgather_json(obj) -> list:
+  """[obj of process 0, obj of process 1, ...] on every process (a collective).
+
+  For small host-side state that differs per process, e.g. each process's input-iterator
+  position, which must reach the one process that writes it into the checkpoint.
+  """
+  if jax.process_count() == 1:
+    return [obj]
+  from jax.experimental import multihost_utils
+  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
+  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32)))
+  sizes = sizes.reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[:data.size] = data
+  rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
+  return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, sizes)]

@@ -11,6 +11,7 @@ from typing import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from mmjax.models import axes as logical
@@ -31,34 +32,105 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-def mesh_shape(sizes: Mapping[str, int], num_devices: int) -> dict[str, int]:
-  """Resolves one -1 entry to 'the rest'; checks the product equals the device count."""
-  unknown = set(sizes) - set(MESH_AXES)
-  if unknown:
-    raise ValueError(f"config.mesh has unknown axes {sorted(unknown)}; valid: {MESH_AXES}")
+def _resolve(sizes: Mapping[str, int], total: int, what: str) -> dict[str, int]:
+  """One axis may be -1 ('the rest'); the product must equal `total`."""
   shape = {a: int(sizes.get(a, 1)) for a in MESH_AXES}
   free = [a for a, n in shape.items() if n == -1]
   if len(free) > 1:
-    raise ValueError(f"config.mesh: only one axis may be -1, got {free}")
+    raise ValueError(f"config.mesh ({what}): only one axis may be -1, got {free}")
   if any(n == 0 or n < -1 for n in shape.values()):
-    raise ValueError(f"config.mesh={shape}: sizes must be positive or -1")
+    raise ValueError(f"config.mesh ({what}) {shape}: sizes must be positive or -1")
   fixed = math.prod(n for n in shape.values() if n != -1)
   if free:
-    if num_devices % fixed:
-      raise ValueError(f"config.mesh={shape}: {num_devices} devices are not divisible by the "
-                       f"fixed axes' product {fixed}")
-    shape[free[0]] = num_devices // fixed
-  if math.prod(shape.values()) != num_devices:
-    raise ValueError(f"config.mesh={shape}: product {math.prod(shape.values())} != "
-                     f"{num_devices} devices")
+    if total % fixed:
+      raise ValueError(f"config.mesh ({what}) {shape}: {total} devices are not divisible by "
+                       f"the fixed axes' product {fixed}")
+    shape[free[0]] = total // fixed
+  if math.prod(shape.values()) != total:
+    raise ValueError(f"config.mesh ({what}) {shape}: product {math.prod(shape.values())} != "
+                     f"{total} devices")
   return shape
 
 
+def mesh_shape(sizes: Mapping[str, int], num_devices: int,
+               num_slices: int = 1) -> tuple[dict[str, int], dict[str, int]]:
+  """(in-slice shape, cross-slice/DCN shape) from config keys `data, fsdp, tensor, expert`
+  (within a slice or node) and `dcn_data, dcn_fsdp, ...` (across slices or nodes)."""
+  valid = set(MESH_AXES) | {f"dcn_{a}" for a in MESH_AXES}
+  unknown = set(sizes) - valid
+  if unknown:
+    raise ValueError(f"config.mesh has unknown axes {sorted(unknown)}; valid: {sorted(valid)}")
+  if num_devices % num_slices:
+    raise ValueError(f"{num_devices} devices do not split into {num_slices} slices")
+  dcn = _resolve({a: sizes.get(f"dcn_{a}", 1) for a in MESH_AXES}, num_slices, "dcn_*")
+  ici = _resolve({a: sizes.get(a, 1) for a in MESH_AXES}, num_devices // num_slices,
+                 "per slice")
+  return ici, dcn
+
+
+def num_slices(devices: Sequence[jax.Device]) -> int:
+  """Slices joined by the data-centre network: TPU multislice, else one per process when
+  the config asks for DCN axes (GPU nodes), else 1."""
+  idx = {getattr(d, "slice_index", 0) for d in devices}
+  return len(idx)
+
+
 def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A mesh whose device order follows the physical topology (JAX's mesh utilities)."""
   devices = list(devices if devices is not None else jax.devices())
-  shape = mesh_shape(sizes, len(devices))
-  grid = np.asarray(devices).reshape([shape[a] for a in MESH_AXES])
+  wants_dcn = any(int(sizes.get(f"dcn_{a}", 1)) != 1 for a in MESH_AXES)
+  slices = num_slices(devices)
+  if wants_dcn and slices == 1:
+    slices = len({d.process_index for d in devices})  # GPU clusters: a node is a slice
+  ici, dcn = mesh_shape(sizes, len(devices), slices if wants_dcn else 1)
+  ici_shape = [ici[a] for a in MESH_AXES]
+  if wants_dcn:
+    grid = mesh_utils.create_hybrid_device_mesh(
+        ici_shape, [dcn[a] for a in MESH_AXES], devices,
+        process_is_granule=num_slices(devices) == 1)
+  elif len(devices) == 1:
+    grid = np.asarray(devices).reshape(ici_shape)
+  else:
+    grid = mesh_utils.create_device_mesh(ici_shape, devices, allow_split_physical_axes=True)
   return Mesh(grid, MESH_AXES)
+
+
+def rules_from_config(rules_cfg: Mapping | None):
+  """The RULES table with a config's overrides ({logical name: mesh axis/axes/None})."""
+  table = dict(RULES)
+  for name, target in dict(rules_cfg or {}).items():
+    if target in (None, "", "None"):
+      table[name] = None
+      continue
+    axes_ = (target,) if isinstance(target, str) else tuple(target)
+    bad = [a for a in axes_ if a not in MESH_AXES]
+    if bad:
+      raise ValueError(f"config.sharding.rules.{name}={target!r} names unknown mesh axes {bad}; "
+                       f"valid: {MESH_AXES} or None")
+    table[name] = axes_[0] if len(axes_) == 1 else axes_
+  return tuple(table.items())
+
+
+def check_sufficiently_sharded(abstract_state, shardings, mesh: Mesh, max_replicated: int):
+  """Fails loudly when a large parameter would be replicated on an fsdp mesh.
+
+  A parameter with more than `max_replicated` elements must be split over at least one
+  mesh axis once the mesh has fsdp > 1; otherwise every device holds a full copy.
+  """
+  if mesh.shape["fsdp"] == 1:
+    return
+  bad = []
+  for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(abstract_state)[0],
+                              jax.tree.leaves(shardings)):
+    size = math.prod(np.shape(leaf))
+    if size > max_replicated and all(e is None for e in sh.spec):
+      bad.append(f"{jax.tree_util.keystr(path)} {tuple(np.shape(leaf))}")
+  if bad:
+    raise ValueError(
+        f"{len(bad)} parameter(s) above {max_replicated:,} elements would be replicated on every "
+        f"device of mesh {dict(mesh.shape)}: {', '.join(bad[:5])}. Give their logical axes a "
+        f"rule in config.sharding.rules, make the dims divisible by the mesh axes, or raise "
+        f"config.sharding.max_replicated_params.")
 
 
 def spec_for(names: Sequence[str | None], rules=RULES) -> P:

@@ -7,6 +7,7 @@ import optax
 from flax import nnx, struct
 
 from mmjax import objectives as objectives_lib
+from mmjax.models import axes
 
 
 @struct.dataclass
@@ -31,7 +32,48 @@ def step_rng(seed: int, step) -> jax.Array:
   return jax.random.fold_in(jax.random.key(seed), step)
 
 
-def make_train_step(graphdef, objectives, optimizer, seed: int):
+def split_microbatches(batch, k: int):
+  """[B, ...] -> [k, B/k, ...] with microbatch i = rows i, i+k, i+2k, ...
+
+  Strided rather than contiguous: the batch is split over devices in contiguous
+  blocks, so strided microbatches keep every device busy in every microbatch.
+  """
+  def split(x):
+    if x.shape[0] % k:
+      raise ValueError(f"batch of {x.shape[0]} rows does not split into {k} microbatches")
+    y = x.reshape(x.shape[0] // k, k, *x.shape[1:]).swapaxes(0, 1)
+    return axes.constrain(y, (None, "batch") + (None,) * (x.ndim - 1))
+  return jax.tree.map(split, batch)
+
+
+def loss_and_grads(graphdef, objectives, params, batch, rng, microbatches: int):
+  """Mean loss, metrics and gradients over the batch, optionally accumulated over
+  microbatches (same result as one pass for per-example losses; in-batch contrastive
+  negatives then come from each microbatch only)."""
+  def one(params, mb, rng):
+    def loss_fn(p):
+      return objectives_lib.total_loss(objectives, nnx.merge(graphdef, p), mb, rng)
+    return jax.value_and_grad(loss_fn, has_aux=True)(params)
+
+  if microbatches == 1:
+    (loss, metrics), grads = one(params, batch, rng)
+    return loss, metrics, grads
+
+  def body(carry, xs):
+    i, mb = xs
+    (loss, metrics), grads = one(params, mb, jax.random.fold_in(rng, i))
+    acc = jax.tree.map(jnp.add, carry, (loss, metrics, grads))
+    return acc, None
+
+  zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(lambda: one(
+      params, jax.tree.map(lambda x: x[0], split_microbatches(batch, microbatches)), rng)))
+  (loss, metrics), grads = zeros
+  total, _ = jax.lax.scan(body, (loss, metrics, grads),
+                          (jnp.arange(microbatches), split_microbatches(batch, microbatches)))
+  return jax.tree.map(lambda x: x / microbatches, total)
+
+
+def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: int = 1):
   """(state, batch) -> (state, metrics). A non-finite loss or gradient never updates state:
 
   the update is dropped, `first_bad_step` remembers where it happened, and the host
@@ -39,13 +81,9 @@ def make_train_step(graphdef, objectives, optimizer, seed: int):
   """
   def train_step(state: TrainState, batch):
     rng = step_rng(seed, state.step)
-
-    def loss_fn(params):
-      model = nnx.merge(graphdef, params)
-      return objectives_lib.total_loss(objectives, model, batch, rng)
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
+    loss, metrics, grads = loss_and_grads(graphdef, objectives, state.params, batch, rng,
+                                          microbatches)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
 
 import jax
@@ -13,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmjax import build, evaluators, optim, perf, sharding
+from mmjax import aot, build, evaluators, optim, perf, sharding
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.config import ConfigError
@@ -117,8 +118,54 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
 
   # ------------------------------------------------------------------ Shard & init
-  state_sh = sharding.state_shardings(abstract, mesh)
+  try:
+    rules = sharding.rules_from_config(config.sharding.rules)
+    state_sh = sharding.state_shardings(abstract, mesh, rules)
+    sharding.check_sufficiently_sharded(abstract.params, state_sh.params, mesh,
+                                        config.sharding.max_replicated_params)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   abstract_sh = with_shardings(abstract, state_sh)
+
+  # ------------------------------------------------------------------ Input
+  from mmjax.data import pipeline  # the data stack is only needed once training starts
+  iterators = {}
+  with clock("data"):
+    for name, task in config.tasks.items():
+      iterators[name] = pipeline.make_train_iterator(
+          task.data, batch_size=task.batch_size, seed=config.seed,
+          process_index=jax.process_index(), process_count=jax.process_count())
+  schedule = TaskSchedule(config.tasks, config.seed)
+
+  # ------------------------------------------------------------------ Update step
+  compiled_steps: dict = {}
+  step_flops: dict = {}
+
+  def compiled_step(task: str, batch):
+    key = (task, batch_signature(batch))
+    if key not in compiled_steps:
+      for o in objectives[task]:
+        problem = missing_inputs(o.batch_keys(), batch.keys(), o.name, task)
+        if problem:
+          raise ConfigError(problem)
+      fn = make_train_step(graphdef, objectives[task], optimizer, config.seed,
+                           config.tasks[task].microbatches)
+      with clock("compile"), axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
+        jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
+        compiled_steps[key] = jitted.lower(abstract_sh, batch).compile()
+      step_flops[key] = perf.compiled_flops(compiled_steps[key])
+      log.info("compiled the step of task %r for %s", task, dict((k, s) for k, s, _ in key[1]))
+    return compiled_steps[key], step_flops[key]
+
+  if compile_only:
+    out = {}
+    for name in config.tasks:
+      batch = sharding.global_batch(next(iterators[name]), mesh)
+      compiled, flops = compiled_step(name, batch)
+      out[name] = dict(aot.memory_report(abstract_sh, compiled), flops=flops)
+      if is_main:
+        print(aot.format_report(name, out[name], flops), file=sys.stderr)
+    return out
 
   # ------------------------------------------------------------------ Checkpoint
   ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=config.checkpoint.keep,
@@ -135,50 +182,14 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   if is_main:
     workdir_lib.write_config(workdir, config)
 
-  # ------------------------------------------------------------------ Input
-  from mmjax.data import pipeline  # the data stack is only needed once training starts
-  iterators = {}
   with clock("data"):
-    for name, task in config.tasks.items():
-      iterators[name] = pipeline.make_train_iterator(
-          task.data, batch_size=task.batch_size, seed=config.seed,
-          process_index=jax.process_index(), process_count=jax.process_count())
+    for name, it in iterators.items():
       if name in data_states:
-        iterators[name].set_state(data_states[name])
-      if config.prefetch_batches:
-        iterators[name] = Prefetcher(iterators[name], config.prefetch_batches)
-  schedule = TaskSchedule(config.tasks, config.seed)
-
-  # ------------------------------------------------------------------ Update step
-  compiled_steps: dict = {}
-  step_flops: dict = {}
-
-  def compiled_step(task: str, batch):
-    key = (task, batch_signature(batch))
-    if key not in compiled_steps:
-      for o in objectives[task]:
-        problem = missing_inputs(o.batch_keys(), batch.keys(), o.name, task)
-        if problem:
-          raise ConfigError(problem)
-      fn = make_train_step(graphdef, objectives[task], optimizer, config.seed)
-      with clock("compile"), axes.activation_sharding(sharding.activation_sharder(mesh)):
-        jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
-        compiled_steps[key] = jitted.lower(abstract_sh, batch).compile()
-      step_flops[key] = perf.compiled_flops(compiled_steps[key])
-      log.info("compiled the step of task %r for %s", task, dict((k, s) for k, s, _ in key[1]))
-    return compiled_steps[key], step_flops[key]
-
-  if compile_only:
-    out = {}
-    for name in config.tasks:
-      batch = sharding.global_batch(next(iterators[name]), mesh)
-      compiled, flops = compiled_step(name, batch)
-      mem = compiled.memory_analysis()
-      out[name] = dict(flops=flops, **{k: int(getattr(mem, k, 0)) for k in (
-          "argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-          "generated_code_size_in_bytes")})
-    ckpt.close()
-    return out
+        it.set_state(data_states[name])
+      elif start_step is not None:
+        log.warning("task %r has no input state in the checkpoint; its data starts over", name)
+    if config.prefetch_batches:
+      iterators = {n: Prefetcher(it, config.prefetch_batches) for n, it in iterators.items()}
 
   # ------------------------------------------------------------------ Evals
   ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh, tasks=config.tasks,

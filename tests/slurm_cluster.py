@@ -174,8 +174,24 @@ class LocalSlurm:
           log=os.path.join(self.dir, "slurmd.log"))
     return self
 
+  def cancel_all(self, timeout: float = 60) -> None:
+    """Cancels this cluster's jobs and waits (bounded) until their processes are gone;
+    stopping slurmd first would leave them running."""
+    if not os.path.exists(self.conf) or not _alive(_pid(os.path.join(self.dir, "slurmctld.pid"))):
+      return
+    jobs = self.run(["squeue", "-h", "-o", "%A"], 10).stdout.split()
+    if not jobs:
+      return
+    self.run(["scancel", *jobs], 10)
+    try:
+      _wait(lambda: not self.run(["squeue", "-h", "-o", "%A"], 10).stdout.split(), timeout,
+            f"jobs {jobs} to end")
+    except SlurmUnavailable:
+      pass  # stop the daemons anyway
+
   def stop(self) -> None:
-    """Stops the daemons this object started (by their PIDs), newest first."""
+    """Cancels running jobs, then stops the daemons this object started (by PID), newest first."""
+    self.cancel_all()
     for pidfile in reversed(self._started):
       pid = _pid(pidfile)
       if not _alive(pid):

@@ -11,13 +11,16 @@ from tests.test_models import small_model
 
 
 def test_mesh_shape_resolves_the_rest_and_names_bad_numbers():
-  assert sharding.mesh_shape({"data": -1}, 8) == {"data": 8, "fsdp": 1, "tensor": 1, "expert": 1}
-  assert sharding.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8)["fsdp"] == 2
+  ici, dcn = sharding.mesh_shape({"data": -1}, 8)
+  assert ici == {"data": 8, "fsdp": 1, "tensor": 1, "expert": 1} and set(dcn.values()) == {1}
+  assert sharding.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8)[0]["fsdp"] == 2
+  ici, dcn = sharding.mesh_shape({"fsdp": -1, "dcn_data": -1}, 8, num_slices=2)
+  assert ici["fsdp"] == 4 and dcn["data"] == 2
   with pytest.raises(ValueError, match="product 6 != 8 devices"):
     sharding.mesh_shape({"data": 3, "fsdp": 2}, 8)
   with pytest.raises(ValueError, match="only one axis may be -1"):
     sharding.mesh_shape({"data": -1, "fsdp": -1}, 8)
-  with pytest.raises(ValueError, match="unknown axes \\['model'\\]"):
+  with pytest.raises(ValueError, match="unknown axes \\['model'\\]; valid"):
     sharding.mesh_shape({"model": 2}, 8)
   with pytest.raises(ValueError, match="not divisible by the fixed axes' product 3"):
     sharding.mesh_shape({"data": -1, "fsdp": 3}, 8)

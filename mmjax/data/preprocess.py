@@ -5,7 +5,7 @@
      "label": {"op": "label", "from": "label"}}
 
 Ops take one source feature and return host numpy arrays; batching stacks them.
-Randomness (random crops) comes from the rng grain hands each record, so a run is
+Randomness (random crops) comes from an rng keyed by the example's global position, so a run is
 reproducible and resumable; with `train=False` random ops fall back to their
 deterministic form so eval sees the same input every time.
 """

@@ -36,6 +36,7 @@ class ModelSpec:
   posemb_std: float = 0.5
   dtype: str = "float32"
   param_dtype: str = "float32"
+  remat: str = "none"  # per block: none | full | save_matmuls
   # Heads are derived from the objectives that use them (see mmjax.objectives.heads_for).
   class_heads: Mapping[str, int] = dataclasses.field(default_factory=dict)
   projections: tuple[str, ...] = ()
@@ -68,7 +69,8 @@ class MultimodalModel(nnx.Module):
         m: Embedder(s, spec.width, posemb=spec.posemb, posemb_std=spec.posemb_std, **kw)
         for m, s in spec.modalities.items()})
     self.trunk = make_trunk(spec.fusion, width=spec.width, depth=spec.depth,
-                            num_heads=spec.num_heads, mlp_dim=spec.mlp_dim, **kw)
+                            num_heads=spec.num_heads, mlp_dim=spec.mlp_dim, remat=spec.remat,
+                            **kw)
     self.projections = nnx.Dict({
         m: Linear(spec.width, spec.embed_dim, ("embed", None), **kw) for m in spec.projections})
     self.scales = nnx.Dict({n: ContrastiveScale(rngs=rngs) for n in spec.contrastive_scales})
