@@ -1,6 +1,7 @@
 """Command-line plumbing shared by the entry points."""
 from __future__ import annotations
 
+import os
 import sys
 
 from absl import flags
@@ -29,6 +30,13 @@ def parse(argv: list[str]) -> list[str]:
 
 
 def fail(message: str, code: int = 2):
-  """Prints a user-facing error (no traceback) and exits."""
+  """Prints a user-facing error (no traceback) and exits at once.
+
+  os._exit, not sys.exit: after a failed save Orbax leaves non-daemon threads waiting for
+  signals that never come, and a normal interpreter shutdown would wait for them forever.
+  Everything of ours is closed by then (the trainer's finally blocks).
+  """
   sys.stderr.write(f"error: {message}\n")
-  sys.exit(code)
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(code)

@@ -30,6 +30,7 @@ def main(argv: list[str]) -> int:
              "python -m mmjax.train --config configs/mm_world.py:tiny --workdir /tmp/run")
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                       stream=sys.stderr)
+  logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file at INFO
   from mmjax import config as config_lib
   try:
     config = config_lib.load(FLAGS.config, overrides)
