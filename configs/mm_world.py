@@ -41,6 +41,7 @@ def get_config(variant=None):
   c.nan_policy = "halt"         # "halt": stop naming the step; "skip": drop the update
   c.eval_batch_size = 64 if tiny else 250
   c.progress = not tiny         # a progress bar on stderr
+  c.watchdog_timeout_s = 600    # end the job if no step completes this long (0 = off)
   c.prefetch_batches = 2        # input read ahead in a thread (0 = off); exact resume either way
 
   c.model = mlc.ConfigDict(dict(

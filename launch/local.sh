@@ -2,7 +2,8 @@
 # launch/local.sh N --config CONFIG --workdir DIR [train args ...]
 #
 # Runs N processes of `python -m mmjax.train` on this machine as one multi-process JAX job
-# (coordinator on 127.0.0.1, a free port). Process i logs to DIR/logs/process_<i>.log.
+# (coordinator on 127.0.0.1, a free port). Process i logs to DIR/logs/process_<i>.log
+# (its PID is in DIR/logs/process_<i>.pid).
 # Waits for all; if one fails the others are stopped (they would otherwise wait in a
 # collective until JAX's heartbeat timeout) and this script exits non-zero.
 # SIGTERM/SIGINT are forwarded, so the processes save a checkpoint and exit; rerunning the
@@ -42,6 +43,7 @@ for ((i = 0; i < num; i++)); do
     --num_processes="$num" --process_id="$i" \
     --distributed_timeout_s="${MMJAX_DISTRIBUTED_TIMEOUT_S:-120}" >"$logs/process_$i.log" 2>&1 &
   pids[i]=$!
+  echo "${pids[i]}" >"$logs/process_$i.pid"  # for tools and tests that need to reach one process
 done
 
 stop_all() {  # $1: signal

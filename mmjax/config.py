@@ -174,6 +174,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
               "model.num_heads", "model.mlp_dim", "model.embed_dim", "checkpoint.every_steps",
               "checkpoint.keep"):
     _positive_int(config, key)
+  _need(config.get("watchdog_timeout_s", 0) >= 0,
+        f"config.watchdog_timeout_s={config.get('watchdog_timeout_s')}: must be >= 0 (0 = off)")
   prefetch = config.get("prefetch_batches", 0)
   _need(isinstance(prefetch, int) and prefetch >= 0,
         f"config.prefetch_batches={prefetch!r}: must be an integer >= 0")

@@ -27,6 +27,7 @@ from mmjax.objectives.base import missing_inputs
 from mmjax.task_schedule import TaskSchedule
 from mmjax.train_step import TrainState, init_state, make_train_step
 from mmjax.wallclock import WallClock
+from mmjax.watchdog import StepWatchdog
 
 log = logging.getLogger("mmjax.train")
 
@@ -202,7 +203,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     results = {}
     for ev in evals:
       if final or step % ev.every_steps == 0:
-        with clock("eval"):
+        with clock("eval"), watchdog.paused():
           results.update(ev.run(state.params))
     return results
 
@@ -222,7 +223,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   def save(at_step: int):
     if int(state.first_bad_step) >= 0 and config.nan_policy == "halt":
       return  # never write a checkpoint after a bad step (it is not reached; defensive)
-    with clock("checkpoint"):
+    with clock("checkpoint"), watchdog.paused():
       try:
         ckpt.save(at_step, state, {n: it.get_state() for n, it in iterators.items()})
       except Exception as e:  # includes the error of an earlier background save
@@ -231,6 +232,8 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   log.info("model: %s params; mesh %s; %d tasks; from step %d to %d", f"{n_params:,}",
            dict(mesh.shape), len(config.tasks), step, config.total_steps)
   stop = StopRequested()
+  watchdog = StepWatchdog(config.watchdog_timeout_s, jax.process_index(),
+                          jax.process_count()).start()
   try:
     with stop:
       while step < config.total_steps and not stop:
@@ -238,11 +241,13 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
         with clock("data"):
           local = next(iterators[task])
           batch = sharding.global_batch(local, mesh)
-        compiled, flops = compiled_step(task, batch)
+        with watchdog.paused():
+          compiled, flops = compiled_step(task, batch)
         with clock("step"):
           state, metrics = compiled(state, batch)
           metrics = jax.device_get(metrics)
         step += 1
+        watchdog.step_done(step)
         if not metrics["finite"]:
           bad = f"non-finite loss or gradient at step {step - 1} (task {task!r}, " \
                 f"loss={metrics['loss']}, grad_norm={metrics['grad_norm']})"
@@ -306,6 +311,8 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     logged["step"] = step
     return logged
   finally:
+    watchdog.stop()
+    log.info("process %d: last completed step %d", jax.process_index(), step)
     if bar is not None:
       bar.close()
     writer.close()

@@ -132,7 +132,9 @@ class LocalSlurm:
         "JobCompType=jobcomp/none", "AccountingStorageType=accounting_storage/none",
         "JobAcctGatherType=jobacct_gather/none",
         # Quick turnover of finished jobs; a requeued job may start again at once.
-        "MinJobAge=300", "KillWait=30", "RequeueExit=", "SlurmctldTimeout=30",
+        "MinJobAge=300", "KillWait=30", "SlurmctldTimeout=30",
+        # A requeued job waits for its launch credential to expire (120 s by default).
+        "AuthInfo=cred_expire=10",
         f"StateSaveLocation={d}/state", f"SlurmdSpoolDir={d}/spool",
         f"SlurmctldPidFile={d}/slurmctld.pid", f"SlurmdPidFile={d}/slurmd.pid",
         f"SlurmctldLogFile={d}/slurmctld.log", f"SlurmdLogFile={d}/slurmd.log",

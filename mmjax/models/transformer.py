@@ -39,8 +39,9 @@ class Attention(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x_bld: jax.Array, mask_b1ll: jax.Array | None) -> jax.Array:
-    w = self.qkv[...].astype(self.dtype)
-    q_blhk, k_blhk, v_blhk = (jnp.einsum("bld,dhk->blhk", x_bld, w[i]) for i in range(3))
+    # One matmul for q, k and v: a 3x wider matmul runs closer to peak than three.
+    qkv_tblhk = jnp.einsum("bld,tdhk->tblhk", x_bld, self.qkv[...].astype(self.dtype))
+    q_blhk, k_blhk, v_blhk = qkv_tblhk[0], qkv_tblhk[1], qkv_tblhk[2]
     q_blhk = axes.constrain(q_blhk, ("batch", "length", "heads", "kv"))
     o_blhk = jax.nn.dot_product_attention(q_blhk, k_blhk, v_blhk, mask=mask_b1ll)
     return jnp.einsum("blhk,hkd->bld", o_blhk, self.out[...].astype(self.dtype))
