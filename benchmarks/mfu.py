@@ -1,6 +1,6 @@
 """Model FLOPs utilisation of a dense train step, against this machine's own matmul speed.
 
-  python benchmarks/mfu.py                # CPU defaults: width 512, 8 layers, 256 tokens
+  python benchmarks/mfu.py                # CPU defaults: width 512, 8 layers, 256 tokens, batch 16
   python benchmarks/mfu.py --batch 64 --dtype bfloat16   # an accelerator
 
 Prints a table, then (last line) one JSON object of the figures. MFU = analytic train
@@ -37,7 +37,7 @@ def main():
   p.add_argument("--depth", type=int, default=8)
   p.add_argument("--heads", type=int, default=8)
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square number)")
-  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--batch", type=int, default=16)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--matmul", type=int, nargs="+", default=[1024, 2048, 4096],

@@ -75,12 +75,12 @@ fi
 if ((install)); then
   # The working tree as it is (uncommitted changes included), without local-only folders.
   archive="${TMPDIR:-/tmp}/mmjax-src-$$.tar.gz"
+  ((dry_run)) || trap 'rm -f "$archive"' EXIT  # also when a later step fails
   run tar -czf "$archive" -C "$root" --exclude=./.venv --exclude=./.git --exclude=./.cache \
     --exclude=./workdirs .
   run "${tpu[@]}" scp "$archive" "$name:mmjax-src.tar.gz" "${where[@]}" --worker=all
   run "${tpu[@]}" ssh "$name" "${where[@]}" --worker=all --command \
     "set -e; mkdir -p $remote_dir && tar -xzf mmjax-src.tar.gz -C $remote_dir && cd $remote_dir && python3 -m venv .venv && .venv/bin/pip install -q -r requirements.txt 'jax[tpu]'"
-  ((dry_run)) || rm -f "$archive"
 fi
 
 # Detached (setsid nohup): a dropped ssh connection must not stop training.

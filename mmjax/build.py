@@ -18,6 +18,14 @@ def task_objectives(config) -> dict[str, tuple]:
           for t, task in config.tasks.items()}
 
 
+def compute_dtype(name: str) -> str:
+  """'auto' is bfloat16 on accelerators and float32 on CPU (where bf16 matmuls are slower)."""
+  if name != "auto":
+    return name
+  import jax
+  return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
 def model_spec(config) -> ModelSpec:
   """The model holds the heads of every task's objectives (tasks share one model)."""
   m = config.model
@@ -25,6 +33,6 @@ def model_spec(config) -> ModelSpec:
   return ModelSpec(
       modalities=modality_specs(m), width=m.width, depth=m.depth, num_heads=m.num_heads,
       mlp_dim=m.mlp_dim, fusion=m.fusion, embed_dim=m.embed_dim, posemb=m.posemb,
-      posemb_std=m.posemb_std, dtype=m.dtype, param_dtype=m.param_dtype,
+      posemb_std=m.posemb_std, dtype=compute_dtype(m.dtype), param_dtype=m.param_dtype,
       remat=m.get("remat", "none"),  # absent from configs written before remat existed
       **objectives_lib.heads_for(all_objectives))

@@ -185,7 +185,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _one_of(m.fusion, FUSIONS, "model.fusion")
   _one_of(m.posemb, POSEMBS, "model.posemb")
   _one_of(m.get("remat", "none"), REMATS, "model.remat")
-  _one_of(m.dtype, DTYPES, "model.dtype")
+  _one_of(m.dtype, DTYPES + ("auto",), "model.dtype")
   _one_of(m.param_dtype, DTYPES, "model.param_dtype")
   _one_of(config.nan_policy, NAN_POLICIES, "nan_policy")
   validate_modalities(m)

@@ -32,6 +32,7 @@ log = logging.getLogger("mmjax.distributed")
 # non-zero, so srun --kill-on-bad-exit / launch/local.sh stop the rest. Processes that
 # finish normally reach the barrier within seconds of each other.
 SHUTDOWN_TIMEOUT_S = 60
+HEARTBEAT_TIMEOUT_S = 30
 
 
 class DistributedError(MmjaxError, RuntimeError):
@@ -87,26 +88,28 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   if explicit and (num_processes is None or process_id is None):
     raise DistributedError("--coordinator_address needs --num_processes and --process_id too")
   if explicit and not 0 <= process_id < num_processes:
-    raise DistributedError(f"--process_id={process_id} must be in [0, --num_processes={num_processes})")
+    raise DistributedError(f"--process_id={process_id} must be in "
+                           f"[0, --num_processes={num_processes})")
   # CPU collectives across processes need gloo (the CPU backend has none by default);
   # the setting only affects the CPU backend, so it is harmless on GPU/TPU hosts. It must
   # be set before any backend starts, so this never asks which backend is in use.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  kwargs = dict(shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S)
+  # JAX's own deadline ends in a C++ abort whose message blames "another task"; a watchdog
+  # with our deadline (JAX's comes later, as a backstop) says instead what to check.
+  # A lost process is noticed by the coordination service after HEARTBEAT_TIMEOUT_S (JAX's
+  # default, 100 s, is longer than the minute the others may take to give up).
+  kwargs = dict(shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
+                heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
+                initialization_timeout=int(timeout_s) + 30)
   if explicit:
     kwargs.update(coordinator_address=coordinator_address, num_processes=num_processes,
                   process_id=process_id)
     where = f"coordinator {coordinator_address} as process {process_id} of {num_processes}"
+  elif env == "slurm":
+    kwargs["local_device_ids"] = slurm_local_device_ids()
+    where = f"SLURM job {os.environ.get('SLURM_JOB_ID')} as task {os.environ.get('SLURM_PROCID')}"
   else:
-    if env == "slurm":
-      kwargs["local_device_ids"] = slurm_local_device_ids()
-      where = (f"SLURM job {os.environ.get('SLURM_JOB_ID')} as task "
-               f"{os.environ.get('SLURM_PROCID')} of {os.environ.get('SLURM_STEP_NUM_TASKS') or os.environ.get('SLURM_NTASKS')}")
-    else:
-      where = f"the {env} cluster (detected by JAX)"
-  # JAX's own deadline ends in a C++ abort whose message blames "another task"; a watchdog
-  # with our deadline (JAX's is set later, as a backstop) says instead what to check.
-  kwargs["initialization_timeout"] = int(timeout_s) + 30
+    where = f"the {env} cluster (detected by JAX)"
   watchdog = threading.Timer(timeout_s, _give_up, args=(where, coordinator_address, timeout_s))
   watchdog.daemon = True
   watchdog.start()
@@ -158,21 +161,3 @@ def any_process(flag: bool) -> bool:
     return bool(flag)
   from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))))
-
-
-def allgather_json(obj) -> list:
-  """[obj of process 0, obj of process 1, ...] on every process (a collective).
-
-  For small host-side state that differs per process, e.g. each process's input-iterator
-  position, which must reach the one process that writes it into the checkpoint.
-  """
-  if jax.process_count() == 1:
-    return [obj]
-  from jax.experimental import multihost_utils
-  data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
-  sizes = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int32)))
-  sizes = sizes.reshape(-1)
-  padded = np.zeros(int(sizes.max()), np.uint8)
-  padded[:data.size] = data
-  rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(sizes), -1)
-  return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, sizes)]

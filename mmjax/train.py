@@ -38,9 +38,9 @@ def main(argv: list[str]) -> int:
     cli.fail(str(e))
   from mmjax import distributed, trainer
   from mmjax.errors import MmjaxError
-  distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                         FLAGS.distributed_timeout_s)
   try:
+    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                           FLAGS.distributed_timeout_s)
     result = trainer.train(config, FLAGS.workdir, compile_only=FLAGS.compile_only)
   except MmjaxError as e:
     cli.fail(str(e), code=1)

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from mmjax import aot, build, evaluators, optim, perf, sharding
+from mmjax import aot, build, distributed, evaluators, optim, perf, sharding
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.config import ConfigError
@@ -236,7 +236,13 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
                           jax.process_count()).start()
   try:
     with stop:
-      while step < config.total_steps and not stop:
+      stopping = False
+      while step < config.total_steps:
+        # A signal reaches the processes at slightly different steps; all must stop at the
+        # same one, or one would wait forever in a collective the others never enter.
+        stopping = distributed.any_process(bool(stop))
+        if stopping:
+          break
         task = schedule.task_at(step)
         with clock("data"):
           local = next(iterators[task])
@@ -289,9 +295,9 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
           if results:
             writer.write(step, results)
             logged.update(results)
-      if stop:
-        log.warning("signal %d: saving step %d and exiting; rerun the same command to resume",
-                    stop.signum, step)
+      if stopping:
+        log.warning("signal %s: saving step %d and exiting; rerun the same command to resume",
+                    stop.signum or "(received by another process)", step)
         if last_saved != step:
           save(step)
           last_saved = step
@@ -300,7 +306,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
         ckpt.wait()  # a failed background save raises here, never silently
       except Exception as e:
         raise CheckpointError(save_failed(e, ckpt)) from e
-    if step >= config.total_steps and not stop:
+    if step >= config.total_steps and not stopping:
       results = run_evals(step, final=True)
       writer.write(step, results)
       logged.update(results)

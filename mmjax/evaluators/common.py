@@ -46,6 +46,15 @@ def gather(x: jax.Array) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def gather_host(x: np.ndarray) -> np.ndarray:
+  """Every process's host-local rows, concatenated in process order: the row order of a
+  global batch, so it lines up with `gather` of that batch's outputs."""
+  if jax.process_count() == 1:
+    return np.asarray(x)
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
+
+
 def strip_private(batch: Mapping[str, np.ndarray]) -> dict:
   """Batch without bookkeeping keys (those starting with '_') for the model."""
   return {k: v for k, v in batch.items() if not k.startswith("_")}

@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from mmjax import objectives as objectives_lib
-from mmjax.evaluators.common import EvalContext, gather, strip_private
+from mmjax.evaluators.common import EvalContext, gather, gather_host, strip_private
 
 
 @dataclasses.dataclass
@@ -31,8 +31,14 @@ class EvalLoss:
     sums, total = {}, 0
     for batch in self.ctx.batches(self.task, self.split):
       keep = batch["_valid"]
-      n = int(keep.sum())
-      if n < len(keep):
+      keep_all = gather_host(keep)  # the global batch's rows: the same on every process
+      n = int(keep_all.sum())
+      if n < len(keep_all):
+        if self.ctx.process_count > 1:
+          # A global array needs equal parts per process, which a trimmed batch does not
+          # have: multi-process evals skip this last partial batch (the single-device
+          # `mmjax.evaluate` counts every example; num_examples says how many counted).
+          continue
         batch = {k: v[keep] for k, v in batch.items()}
       metrics = self._metrics(params, self.ctx.to_device(strip_private(batch)))
       for k, v in metrics.items():
@@ -40,3 +46,4 @@ class EvalLoss:
       total += n
     for k, v in sorted(sums.items()):
       yield f"{self.task}/{self.name}/{k}", v / max(total, 1)
+    yield f"{self.task}/{self.name}/num_examples", float(total)
