@@ -35,6 +35,7 @@ def format_report(name: str, report: dict[str, int], flops: float) -> str:
   gib = lambda b: f"{b / 2**20:10.2f} MiB"
   lines = [f"task {name!r}: per-device memory (XLA memory analysis of the compiled step)"]
   for k, v in report.items():
-    lines.append(f"  {k:<24}{gib(v)}")
+    if k.endswith("bytes"):
+      lines.append(f"  {k:<24}{gib(v)}")
   lines.append(f"  {'flops per step':<24}{flops:14.4g}")
   return "\n".join(lines)

@@ -104,6 +104,11 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     mesh = sharding.make_mesh(config.mesh)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  tensor = mesh.shape["tensor"]
+  for key, n in (("num_heads", config.model.num_heads), ("mlp_dim", config.model.mlp_dim)):
+    if n % tensor:
+      raise ConfigError(f"config.model.{key}={n} is not divisible by the tensor-parallel size "
+                        f"{tensor} (mesh {dict(mesh.shape)}); pick a multiple of {tensor}")
   data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
   for name, task in config.tasks.items():
     if task.batch_size % data_parallel:

@@ -89,7 +89,7 @@ class StepWatchdog:
     except Exception:  # the service itself may be gone; the timer still ends the job
       pass
 
-  def _stale_processes(self) -> list[str]:
+  def _stale_processes(self, older_than: float) -> list[str]:
     if self._client is None:
       return []
     stale, now = [], time.time()
@@ -100,24 +100,28 @@ class StepWatchdog:
         stale.append(f"process {p} (no heartbeat)")
         continue
       age = now - beat["time"]
-      if age > max(3 * self._period, 2.0):
+      if age > older_than:
         stale.append(f"process {p} (last completed step {beat['step']}, heartbeat {age:.0f}s ago)")
     return stale
 
   def _run(self) -> None:
+    started = time.time()
     while not self._stop.wait(self._period):
       self._publish()
       with self._lock:
         idle = time.monotonic() - self._last_beat
         paused = self._paused > 0
         last = self._last_step
-      if paused or idle < self.timeout_s:
+      # A process silent for the whole limit is stopped or gone, even while this one is
+      # busy with something paused (e.g. waiting for it inside an evaluation).
+      lost = self._stale_processes(self.timeout_s) if time.time() - started > self.timeout_s else []
+      if not lost and (paused or idle < self.timeout_s):
         continue
-      stale = self._stale_processes()
-      who = ("stalled: " + "; ".join(stale)) if stale else \
+      stale = lost or self._stale_processes(max(3 * self._period, 2.0))
+      who = ("stalled or lost: " + "; ".join(stale)) if stale else \
             "no other process looks stalled; this process is stuck"
-      msg = (f"step watchdog: no step completed for {idle:.0f}s (limit {self.timeout_s:.0f}s) on "
-             f"process {self.process_index}, whose last completed step is {last}; {who}. "
+      msg = (f"step watchdog: no step completed for {idle:.0f}s on process {self.process_index} "
+             f"(limit {self.timeout_s:.0f}s), whose last completed step is {last}; {who}. "
              f"Ending the job; rerun the same command to resume from the last checkpoint.")
       log.error(msg)
       sys.stderr.write(f"error: {msg}\n")

@@ -33,6 +33,8 @@ def test_tiny_recipe_loads_and_overrides_parse_by_type():
     ("tasks.default.data.preprocess.image.size=20", "size=20 is not divisible by"),
     ("evals.loss.task=other", "evals.loss.task='other'; valid"),
     ("model", "expected --config.KEY=VALUE"),
+    ("sharding.rules.mlp=model", "sharding.rules.mlp='model' names unknown mesh axes \\['model'\\]"),
+    ("mesh.dcn_model=2", "unknown config key 'mesh.dcn_model'"),
     ("model=3", "is a section"),
 ])
 def test_bad_overrides_fail_naming_the_key(override, message):

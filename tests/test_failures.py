@@ -1,0 +1,73 @@
+"""Multi-process failure behaviour without a launcher's help: a lost process (SIGKILL) or
+a stalled one (SIGSTOP) ends the survivors within a bound, with a message naming it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT, cli_env, tiny_args
+from tests.test_multiprocess import TWO_DEVICES, unused_port
+
+pytestmark = pytest.mark.slow
+
+
+def start_two(workdir, world_dir, *overrides):
+  port = unused_port()
+  args = tiny_args(workdir, world_dir, "--config.total_steps=100000",
+                   "--config.checkpoint.every_steps=50000", *overrides)
+  procs = []
+  for i in range(2):
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "mmjax.train", *args, f"--coordinator_address=127.0.0.1:{port}",
+         "--num_processes=2", f"--process_id={i}", "--distributed_timeout_s=120"],
+        cwd=ROOT, env=cli_env(XLA_FLAGS=TWO_DEVICES), stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True))
+  deadline = time.time() + 240
+  while not (workdir / "metrics.jsonl").exists():
+    if time.time() > deadline or any(p.poll() is not None for p in procs):
+      for p in procs:
+        p.kill()
+      raise AssertionError("training did not start: " + procs[0].communicate()[1][-3000:])
+    time.sleep(0.5)
+  time.sleep(2)  # well inside the step loop
+  return procs
+
+
+def test_a_lost_process_ends_the_other_within_a_minute_naming_it(world_dir, tmp_path):
+  survivor, victim = start_two(tmp_path, world_dir, "--config.watchdog_timeout_s=20")
+  try:
+    victim.kill()
+    t0 = time.time()
+    _, err = survivor.communicate(timeout=90)
+    elapsed = time.time() - t0
+  finally:
+    survivor.kill()
+    victim.kill()
+  assert survivor.returncode != 0
+  assert elapsed < 60, f"survivor took {elapsed:.0f}s"
+  # Named by the step watchdog (20 s here), else by JAX's coordination service (30 s).
+  assert ("stalled or lost: process 1" in err
+          or "unhealthy (stopped sending heartbeats):\n1" in err), err[-3000:]
+
+
+def test_a_stalled_process_is_named_by_the_watchdog(world_dir, tmp_path):
+  survivor, stalled = start_two(tmp_path, world_dir, "--config.watchdog_timeout_s=15")
+  try:
+    stalled.send_signal(signal.SIGSTOP)
+    t0 = time.time()
+    _, err = survivor.communicate(timeout=90)
+    elapsed = time.time() - t0
+  finally:
+    stalled.send_signal(signal.SIGCONT)
+    survivor.kill()
+    stalled.kill()
+  assert survivor.returncode == 3, err[-3000:]  # the watchdog's exit code
+  assert elapsed < 45
+  assert "step watchdog: no step completed" in err
+  assert "stalled or lost: process 1" in err, err[-3000:]
+  assert "last completed step is" in err
