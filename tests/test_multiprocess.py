@@ -109,3 +109,21 @@ def test_inconsistent_process_flags_are_refused(tmp_path, world_dir):
                                           "--num_processes=2", "--process_id=2"),
                  check=False, timeout=60)
   assert proc.returncode != 0 and "--process_id=2 must be in [0, --num_processes=2)" in proc.stderr
+
+
+def test_a_single_process_run_resumes_on_two_processes(world_dir, tmp_path):
+  """The reverse direction: saved by 1 process x 1 device, resumed for training by
+  2 processes x 2 devices; arrays land on the new mesh and the data stream continues."""
+  workdir = tmp_path / "run"
+  one = cli_env(XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  run_cli("mmjax.train", tiny_args(workdir, world_dir, "--config.total_steps=6"), env=one)
+  proc = local_sh(2, tiny_args(workdir, world_dir, "--config.total_steps=10"))
+  assert proc.returncode == 0, proc.stderr[-4000:] + log(workdir, 0)[-3000:]
+  for i in range(2):
+    assert f"resumed from {workdir}/checkpoints/6" in log(workdir, i)
+  assert "mesh {'data': 4" in log(workdir, 0)
+  # The input position is global: 10 steps x 16 examples, however many processes read them.
+  data = json.load(open(workdir / "checkpoints" / "10" / "data" / "metadata"))
+  assert data == {"default": {"examples": 160, "global_batch": 16}}
+  rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert [r["step"] for r in rows if "train/default/loss" in r] == [4, 6, 8, 10]
