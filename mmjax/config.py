@@ -140,16 +140,21 @@ def _one_of(value, choices, key: str) -> None:
   _need(value in choices, f"config.{key}={value!r}; valid: {', '.join(map(repr, choices))}")
 
 
+# Per modality kind: the names of its shape dims and of its patch dims.
+_LAYOUTS = {"image": (("H", "W", "C"), ("p",)), "video": (("T", "H", "W", "C"), ("t", "p")),
+            "audio": (("T", "F"), ("pt", "pf")), "text": (("max_len",), ())}
+
+
 def validate_modalities(model) -> None:
   for name, m in model.modalities.items():
     key = f"model.modalities.{name}"
     _one_of(m.kind, MODALITY_KINDS, f"{key}.kind")
     shape, patch = tuple(m.shape), tuple(m.get("patch", ()))
-    want = {"image": (3, 1), "video": (4, 2), "audio": (2, 2), "text": (1, 0)}[m.kind]
-    _need(len(shape) == want[0], f"config.{key}.shape={shape}: a {m.kind} shape has "
-          f"{want[0]} dims ({'H,W,C' if m.kind == 'image' else 'T,H,W,C' if m.kind == 'video' else 'T,F' if m.kind == 'audio' else 'max_len'})")
-    _need(len(patch) == want[1], f"config.{key}.patch={patch}: a {m.kind} patch has {want[1]} "
-          f"numbers ({'p' if m.kind == 'image' else 't,p' if m.kind == 'video' else 'pt,pf'})")
+    shape_dims, patch_dims = _LAYOUTS[m.kind]
+    _need(len(shape) == len(shape_dims), f"config.{key}.shape={shape}: a {m.kind} shape is "
+          f"({', '.join(shape_dims)})")
+    _need(len(patch) == len(patch_dims), f"config.{key}.patch={patch}: a {m.kind} patch is "
+          f"({', '.join(patch_dims)})")
     _need(all(isinstance(x, int) and x > 0 for x in shape + patch),
           f"config.{key}: shape {shape} and patch {patch} must be positive integers")
     if m.kind == "image":

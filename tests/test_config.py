@@ -55,3 +55,12 @@ def test_config_json_round_trip():
   config_lib.validate(back)
   assert back.model.to_dict() == config_lib.from_json(config_lib.to_json(c)).model.to_dict()
   assert back.model.width == c.model.width
+
+
+def test_an_objective_whose_modality_the_data_does_not_make_is_refused():
+  c = config_lib.load_recipe(TINY)
+  with c.unlocked():
+    del c.tasks.default.data.preprocess["audio"]
+  with pytest.raises(config_lib.ConfigError,
+                     match="objective 'av_label' needs batch key 'audio'.*preprocess only makes"):
+    config_lib.validate(c)
