@@ -26,10 +26,14 @@ def compute_dtype(name: str) -> str:
   return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-def model_spec(config) -> ModelSpec:
-  """The model holds the heads of every task's objectives (tasks share one model)."""
+def model_spec(config, objectives: dict[str, tuple] | None = None) -> ModelSpec:
+  """The model holds the heads of every task's objectives (tasks share one model).
+
+  objectives: task_objectives(config), when the caller has built them already.
+  """
   m = config.model
-  all_objectives = [o for objs in task_objectives(config).values() for o in objs]
+  objectives = objectives if objectives is not None else task_objectives(config)
+  all_objectives = [o for objs in objectives.values() for o in objs]
   return ModelSpec(
       modalities=modality_specs(m), width=m.width, depth=m.depth, num_heads=m.num_heads,
       mlp_dim=m.mlp_dim, fusion=m.fusion, embed_dim=m.embed_dim, posemb=m.posemb,

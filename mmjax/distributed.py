@@ -11,7 +11,6 @@ How a process learns its place in the job, in order:
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re

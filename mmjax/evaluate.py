@@ -39,14 +39,15 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
       raise CheckpointError(f"no checkpoint for step {step} in {ckpt.directory}; "
                             f"available: {steps}")
     mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
-    spec = build.model_spec(config)
+    objectives = build.task_objectives(config)
+    spec = build.model_spec(config, objectives)
     optimizer = optim.make_optimizer(config.optim, config.total_steps)
     graphdef, _, abstract = abstract_train_state(config, spec, optimizer)
     state, _ = ckpt.restore(step, with_shardings(abstract, sharding.state_shardings(abstract, mesh)))
   finally:
     ckpt.close()
   ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh, tasks=config.tasks,
-                               objectives=build.task_objectives(config),
+                               objectives=objectives,
                                batch_size=config.eval_batch_size)
   results = {"step": step}
   for ev in evaluators.make_evaluators(config.evals, ctx):

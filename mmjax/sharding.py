@@ -79,15 +79,15 @@ def make_mesh(sizes: Mapping[str, int], devices: Sequence[jax.Device] | None = N
   """A mesh whose device order follows the physical topology (JAX's mesh utilities)."""
   devices = list(devices if devices is not None else jax.devices())
   wants_dcn = any(int(sizes.get(f"dcn_{a}", 1)) != 1 for a in MESH_AXES)
-  slices = num_slices(devices)
-  if wants_dcn and slices == 1:
-    slices = len({d.process_index for d in devices})  # GPU clusters: a node is a slice
+  tpu_slices = num_slices(devices)
+  # Without TPU slices (GPU clusters) a process, i.e. a node, is the DCN granule.
+  by_process = tpu_slices == 1
+  slices = len({d.process_index for d in devices}) if by_process else tpu_slices
   ici, dcn = mesh_shape(sizes, len(devices), slices if wants_dcn else 1)
   ici_shape = [ici[a] for a in MESH_AXES]
   if wants_dcn:
     grid = mesh_utils.create_hybrid_device_mesh(
-        ici_shape, [dcn[a] for a in MESH_AXES], devices,
-        process_is_granule=num_slices(devices) == 1)
+        ici_shape, [dcn[a] for a in MESH_AXES], devices, process_is_granule=by_process)
   elif len(devices) == 1:
     grid = np.asarray(devices).reshape(ici_shape)
   else:

@@ -10,7 +10,6 @@ import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -25,7 +24,7 @@ from mmjax.models import axes
 from mmjax.models.model import build_model
 from mmjax.objectives.base import missing_inputs
 from mmjax.task_schedule import TaskSchedule
-from mmjax.train_step import TrainState, init_state, make_train_step
+from mmjax.train_step import init_state, make_train_step
 from mmjax.wallclock import WallClock
 from mmjax.watchdog import StepWatchdog
 
@@ -116,8 +115,8 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
                        f"the data-parallel size {data_parallel} (mesh {dict(mesh.shape)})")
 
   # ------------------------------------------------------------------ Model
-  spec = build.model_spec(config)
   objectives = build.task_objectives(config)
+  spec = build.model_spec(config, objectives)
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
   schedule_fn = optim.learning_rate_schedule(config.optim, config.total_steps)
   graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -40,6 +41,16 @@ def run_cli(module: str, args: list[str], *, timeout: float = 300, check: bool =
     raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}:\n"
                          f"{proc.stderr[-4000:]}")
   return proc
+
+
+def wait_for(predicate, timeout: float, what: str, describe=lambda: "", poll: float = 0.2):
+  """Polls `predicate` until true; after `timeout` s fails naming `what` (+ `describe()`)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    time.sleep(poll)
+  raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{describe()}")
 
 
 def tiny_args(workdir, data_dir, *overrides) -> list[str]:

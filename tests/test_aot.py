@@ -2,9 +2,8 @@
 import jax
 import pytest
 
-from mmjax import config as config_lib, sharding, trainer
+from mmjax import config as config_lib, trainer
 from mmjax.config import ConfigError
-from mmjax.models import axes
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8,

@@ -1,6 +1,5 @@
 """The training stream is one global sequence: a position saved by one process count is
 continued by another with nothing repeated or lost."""
-import numpy as np
 
 from mmjax import config as config_lib
 from mmjax.data import pipeline

@@ -2,7 +2,6 @@
 a stalled one (SIGSTOP) ends the survivors within a bound, with a message naming it."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

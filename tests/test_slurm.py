@@ -9,11 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import pytest
 
-from tests.conftest import ROOT, TINY, cli_env
+from tests.conftest import ROOT, TINY, cli_env, wait_for
 from tests.slurm_cluster import LocalSlurm, SlurmUnavailable
 
 pytestmark = pytest.mark.slow
@@ -59,15 +58,6 @@ def read(path) -> str:
   return open(path).read() if os.path.exists(path) else ""
 
 
-def wait_for(predicate, timeout: float, what: str, workdir):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if predicate():
-      return
-    time.sleep(1)
-  raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{logs(workdir)}")
-
-
 def test_two_tasks_form_one_jax_job_and_a_resubmission_resumes(slurm, world_dir, tmp_path):
   workdir = tmp_path / "run"
   job = submit(slurm, tmp_path, workdir, world_dir, "--config.total_steps=8")
@@ -95,12 +85,13 @@ def test_time_limit_warning_saves_requeues_and_resumes(slurm, world_dir, tmp_pat
   job = submit(slurm, tmp_path, workdir, world_dir, "--config.total_steps=100000",
                "--config.checkpoint.every_steps=50000")
   try:
-    wait_for(lambda: read(workdir / "metrics.jsonl").strip(), 240, "training to log", workdir)
+    wait_for(lambda: read(workdir / "metrics.jsonl").strip(), 240, "training to log",
+             lambda: logs(workdir), poll=1)
     # What `#SBATCH --signal=B:USR1@300` sends to the batch script before the time limit.
     proc = slurm.run(["scancel", "--signal=USR1", "--batch", str(job)])
     assert proc.returncode == 0, proc.stderr
     wait_for(lambda: "resumed from" in read(workdir / "logs" / "process_0.log"), 240,
-             "the requeued job to resume", workdir)
+             "the requeued job to resume", lambda: logs(workdir), poll=1)
   finally:
     slurm.run(["scancel", str(job)])
   job_log = read(workdir / "logs" / f"job_{job}.log")

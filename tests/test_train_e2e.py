@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, cli_env, run_cli, tiny_args
+from tests.conftest import ROOT, cli_env, run_cli, tiny_args, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -40,15 +40,6 @@ def snapshot(directory) -> dict[str, tuple]:
       st = os.stat(path)
       out[path] = (st.st_size, st.st_mtime_ns)
   return out
-
-
-def wait_for(predicate, timeout: float, what: str):
-  deadline = time.time() + timeout
-  while time.time() < deadline:
-    if predicate():
-      return
-    time.sleep(0.2)
-  raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

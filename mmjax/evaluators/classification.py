@@ -6,7 +6,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.evaluators.common import EvalContext, gather, gather_host, strip_private
+from mmjax.evaluators.common import EvalContext, gather, strip_private
 
 
 @dataclasses.dataclass
@@ -32,9 +32,9 @@ class ClassificationAccuracy:
   def run(self, params):
     correct = total = 0
     for batch in self.ctx.batches(self.task, self.split):
-      keep = gather_host(batch["_valid"])
+      keep = gather(batch["_valid"])
       pred = gather(self._predict(params, self.ctx.to_device(strip_private(batch))))
-      correct += int(np.sum((pred == gather_host(batch[self._obj.label]))[keep]))
+      correct += int(np.sum((pred == gather(batch[self._obj.label]))[keep]))
       total += int(keep.sum())
     yield f"{self.task}/{self.name}/accuracy", correct / max(total, 1)
     yield f"{self.task}/{self.name}/num_examples", float(total)

@@ -38,21 +38,14 @@ class EvalContext:
     return jax.jit(lambda params, batch: fn(nnx.merge(graphdef, params), batch))
 
 
-def gather(x: jax.Array) -> np.ndarray:
-  """A global array's full value on every host (tiny eval outputs only)."""
+def gather(x) -> np.ndarray:
+  """The full value on every host (small eval data only): of a global jax.Array, its value;
+  of a host-local numpy array, every process's rows concatenated in process order -- the row
+  order of a global batch, so host data lines up with the gathered outputs of that batch."""
   if jax.process_count() == 1:
     return np.asarray(x)
   from jax.experimental import multihost_utils
   return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-
-
-def gather_host(x: np.ndarray) -> np.ndarray:
-  """Every process's host-local rows, concatenated in process order: the row order of a
-  global batch, so it lines up with `gather` of that batch's outputs."""
-  if jax.process_count() == 1:
-    return np.asarray(x)
-  from jax.experimental import multihost_utils
-  return np.asarray(multihost_utils.process_allgather(np.asarray(x), tiled=True))
 
 
 def strip_private(batch: Mapping[str, np.ndarray]) -> dict:

@@ -4,10 +4,9 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import numpy as np
 
 from mmjax import objectives as objectives_lib
-from mmjax.evaluators.common import EvalContext, gather, gather_host, strip_private
+from mmjax.evaluators.common import EvalContext, gather, strip_private
 
 
 @dataclasses.dataclass
@@ -31,7 +30,7 @@ class EvalLoss:
     sums, total = {}, 0
     for batch in self.ctx.batches(self.task, self.split):
       keep = batch["_valid"]
-      keep_all = gather_host(keep)  # the global batch's rows: the same on every process
+      keep_all = gather(keep)  # the global batch's rows: the same on every process
       n = int(keep_all.sum())
       if n < len(keep_all):
         if self.ctx.process_count > 1:

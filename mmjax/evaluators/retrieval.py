@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.evaluators.common import EvalContext, gather, gather_host, strip_private
+from mmjax.evaluators.common import EvalContext, gather, strip_private
 from mmjax.objectives import base
 
 
@@ -82,11 +81,11 @@ class Retrieval:
   def _collect(self, params):
     za, zb, content = [], [], []
     for batch_a, batch_b in self._pairs():
-      keep = gather_host(batch_a["_valid"])
+      keep = gather(batch_a["_valid"])
       za.append(gather(self._embed[self.a](params, self.ctx.to_device(strip_private(batch_a))))[keep])
       zb.append(gather(self._embed[self.b](params, self.ctx.to_device(strip_private(batch_b))))[keep])
       if self.content_key in batch_a:
-        content.append(gather_host(batch_a[self.content_key])[keep])
+        content.append(gather(batch_a[self.content_key])[keep])
     za, zb = np.concatenate(za), np.concatenate(zb)
     content = np.concatenate(content) if content else np.arange(len(za))
     return za, zb, content

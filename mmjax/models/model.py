@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from mmjax.models import axes
 from mmjax.models.embedders import Embedder, ModalitySpec
 from mmjax.models.heads import ContrastiveScale, Linear
 from mmjax.models.trunks import make_trunk

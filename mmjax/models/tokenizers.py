@@ -5,7 +5,6 @@ No parameters here: embedders (embedders.py) project these vectors to the model 
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 
