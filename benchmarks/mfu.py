@@ -26,7 +26,8 @@ from flax import nnx  # noqa: E402
 
 from mmjax import objectives, optim, perf  # noqa: E402
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
-from mmjax.models.model import ModelSpec, build_model  # noqa: E402
+from mmjax.models.model import build_model  # noqa: E402
+from mmjax.models.spec import Heads, ModelSpec  # noqa: E402
 from mmjax.scaling import flops as flops_lib  # noqa: E402
 from mmjax.train_step import init_state, make_train_step  # noqa: E402
 
@@ -50,7 +51,7 @@ def main():
   spec = ModelSpec(
       modalities={"image": ModalitySpec("image", (side * patch, side * patch, 3), (patch,))},
       width=a.width, depth=a.depth, num_heads=a.heads, mlp_dim=mlp, dtype=a.dtype,
-      class_heads={"cls": 10})
+      heads=Heads(class_heads={"label": 10}))
   obj = objectives.make_objective(
       "cls", dict(type="classification", inputs=("image",), label="label", num_classes=10),
       {"image": "image"})

@@ -20,7 +20,7 @@ import ml_collections  # noqa: E402
 
 from mmjax import aot, objectives, optim, sharding  # noqa: E402
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
-from mmjax.models.model import ModelSpec  # noqa: E402
+from mmjax.models.spec import Heads, ModelSpec  # noqa: E402
 from mmjax.trainer import abstract_train_state, with_shardings  # noqa: E402
 from mmjax.train_step import make_train_step  # noqa: E402
 
@@ -32,7 +32,7 @@ def main():
     sys.exit("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
   spec = ModelSpec(modalities={"text": ModalitySpec("text", (64,), (), 32_000)},
                    width=WIDTH, depth=DEPTH, num_heads=HEADS, mlp_dim=MLP,
-                   decoders=("text",))
+                   heads=Heads(decoders=("text",)))
   obj = objectives.make_objective("mlm", dict(type="masked", modality="text", ratio=0.15),
                                   {"text": "text"})
   ocfg = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=1, end_lr_fraction=0.1,

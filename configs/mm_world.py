@@ -49,7 +49,8 @@ def get_config(variant=None):
       depth=1 if tiny else 4,
       num_heads=2 if tiny else 4,
       mlp_dim=64 if tiny else 512,
-      fusion="early",
+      fusion=dict(type="early"),   # mmjax/models/trunks: early
+      ffn=dict(type="mlp"),         # mmjax/models/ffn: mlp
       embed_dim=32 if tiny else 128,
       posemb="learn",
       posemb_std=0.5,
@@ -74,6 +75,8 @@ def get_config(variant=None):
           av_label=dict(type="classification", inputs=("video", "audio"), label="label",
                         num_classes=20, weight=0.5),
       )))
+
+  c.schedule = mlc.ConfigDict(dict(type="weighted"))  # which task each step trains
 
   c.optim = mlc.ConfigDict(dict(
       learning_rate=3e-3 if tiny else 2e-3, warmup_steps=2 if tiny else 50,

@@ -8,7 +8,6 @@ with messages that name the key and what would be valid.
 from __future__ import annotations
 
 import ast
-import difflib
 import importlib.util
 import json
 import os
@@ -16,19 +15,11 @@ from typing import Any, Sequence
 
 import ml_collections
 
-from mmjax.errors import MmjaxError
+from mmjax import config_layout
+from mmjax.components import did_you_mean
+from mmjax.errors import ConfigError
 
-# Enumerations users can set, in one place so error messages and code agree.
-FUSIONS = ("early",)
-POSEMBS = ("learn", "sincos")
-DTYPES = ("float32", "bfloat16", "float16")
 NAN_POLICIES = ("halt", "skip")
-REMATS = ("none", "full", "save_matmuls")
-MODALITY_KINDS = ("image", "video", "audio", "text")
-
-
-class ConfigError(MmjaxError, ValueError):
-  """A recipe, override or value is invalid. The message says what would be valid."""
 
 
 def load_recipe(spec: str) -> ml_collections.ConfigDict:
@@ -42,13 +33,9 @@ def load_recipe(spec: str) -> ml_collections.ConfigDict:
   if not hasattr(module, "get_config"):
     raise ConfigError(f"recipe {path!r} has no get_config(variant) function")
   config = module.get_config(variant or None)
+  config_layout.upgrade(config, source=path)
   config.lock()
   return config
-
-
-def _closest(name: str, choices) -> str:
-  near = difflib.get_close_matches(name, list(choices), n=1)
-  return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 def _parse_like(old: Any, text: str, key: str) -> Any:
@@ -91,13 +78,21 @@ def apply_override(config: ml_collections.ConfigDict, assignment: str) -> None:
     if not isinstance(node, ml_collections.ConfigDict):
       raise ConfigError(f"--config.{key}: {where!r} is a value, not a section")
     if part not in node:
-      raise ConfigError(f"unknown config key {key!r}: {where!r} has no {part!r}"
-                        f"{_closest(part, node.keys())}; valid: {', '.join(sorted(node.keys()))}")
+      if i == len(parts) - 1 and config_layout.component_field(parts[:-1], part):
+        # A field of this component section's config that the recipe left at its default.
+        with node.unlocked():
+          node[part] = _parse_like(None, text, key)
+        return
+      moved = config_layout.moved_key(key)
+      raise ConfigError(moved or (
+          f"unknown config key {key!r}: {where!r} has no {part!r}"
+          f"{did_you_mean(part, node.keys())}; valid: {', '.join(sorted(node.keys()))}"))
     if i < len(parts) - 1:
       node = node[part]
   old = node[parts[-1]]
   if isinstance(old, ml_collections.ConfigDict):
-    raise ConfigError(f"--config.{key} is a section; set one of its keys: "
+    hint = f" (e.g. --config.{key}.type={text})" if "type" in old else ""
+    raise ConfigError(f"--config.{key} is a section; set one of its keys{hint}: "
                       f"{', '.join(sorted(old.keys()))}")
   with node.ignore_type():
     node[parts[-1]] = _parse_like(old, text, key)
@@ -113,8 +108,11 @@ def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
 
 
 def from_json(text: str) -> ml_collections.ConfigDict:
-  """The config a workdir's config.json holds (tuples come back as lists; see to_json)."""
-  return ml_collections.ConfigDict(json.loads(text))
+  """The config a workdir's config.json holds (tuples come back as lists; see to_json),
+  upgraded to today's layout if an older version of mmjax wrote it."""
+  config = ml_collections.ConfigDict(json.loads(text))
+  config_layout.upgrade(config, source="config.json")
+  return config
 
 
 def to_json(config: ml_collections.ConfigDict) -> str:
@@ -140,43 +138,15 @@ def _one_of(value, choices, key: str) -> None:
   _need(value in choices, f"config.{key}={value!r}; valid: {', '.join(map(repr, choices))}")
 
 
-# Per modality kind: the names of its shape dims and of its patch dims.
-_LAYOUTS = {"image": (("H", "W", "C"), ("p",)), "video": (("T", "H", "W", "C"), ("t", "p")),
-            "audio": (("T", "F"), ("pt", "pf")), "text": (("max_len",), ())}
-
-
-def validate_modalities(model) -> None:
-  for name, m in model.modalities.items():
-    key = f"model.modalities.{name}"
-    _one_of(m.kind, MODALITY_KINDS, f"{key}.kind")
-    shape, patch = tuple(m.shape), tuple(m.get("patch", ()))
-    shape_dims, patch_dims = _LAYOUTS[m.kind]
-    _need(len(shape) == len(shape_dims), f"config.{key}.shape={shape}: a {m.kind} shape is "
-          f"({', '.join(shape_dims)})")
-    _need(len(patch) == len(patch_dims), f"config.{key}.patch={patch}: a {m.kind} patch is "
-          f"({', '.join(patch_dims)})")
-    _need(all(isinstance(x, int) and x > 0 for x in shape + patch),
-          f"config.{key}: shape {shape} and patch {patch} must be positive integers")
-    if m.kind == "image":
-      for d, n in zip("HW", shape[:2]):
-        _need(n % patch[0] == 0, f"config.{key}: image {d}={n} is not divisible by patch "
-              f"{patch[0]}; use a size that is a multiple of {patch[0]}")
-    elif m.kind == "video":
-      _need(shape[0] % patch[0] == 0, f"config.{key}: {shape[0]} frames are not divisible by "
-            f"tubelet length {patch[0]}")
-      for d, n in zip("HW", shape[1:3]):
-        _need(n % patch[1] == 0, f"config.{key}: video {d}={n} is not divisible by patch {patch[1]}")
-    elif m.kind == "audio":
-      for d, n, p in zip(("time", "mel"), shape, patch):
-        _need(n % p == 0, f"config.{key}: audio {d} size {n} is not divisible by patch {p}")
-    else:
-      _positive_int(m, "vocab_size")
-
-
 def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises ConfigError naming the first invalid key. Cheap: builds nothing."""
-  for key in ("total_steps", "log_every_steps", "eval_batch_size", "model.width", "model.depth",
-              "model.num_heads", "model.mlp_dim", "model.embed_dim", "checkpoint.every_steps",
+  """Raises ConfigError naming the first invalid key. Cheap: builds nothing.
+
+  Each component parses (and so checks) its own section; what is checked here is only what
+  spans sections: objectives against the model's modalities and the task's data, evaluators
+  against the tasks.
+  """
+  from mmjax import build, evaluators, schedules, sharding  # local: these import jax
+  for key in ("total_steps", "log_every_steps", "eval_batch_size", "checkpoint.every_steps",
               "checkpoint.keep"):
     _positive_int(config, key)
   _need(config.get("watchdog_timeout_s", 0) >= 0,
@@ -184,24 +154,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
   prefetch = config.get("prefetch_batches", 0)
   _need(isinstance(prefetch, int) and prefetch >= 0,
         f"config.prefetch_batches={prefetch!r}: must be an integer >= 0")
-  m = config.model
-  _need(m.width % m.num_heads == 0, f"config.model.width={m.width} is not divisible by "
-        f"config.model.num_heads={m.num_heads}")
-  _one_of(m.fusion, FUSIONS, "model.fusion")
-  _one_of(m.posemb, POSEMBS, "model.posemb")
-  _one_of(m.get("remat", "none"), REMATS, "model.remat")
-  _one_of(m.dtype, DTYPES + ("auto",), "model.dtype")
-  _one_of(m.param_dtype, DTYPES, "model.param_dtype")
   _one_of(config.nan_policy, NAN_POLICIES, "nan_policy")
-  validate_modalities(m)
   o = config.optim
   _need(o.learning_rate > 0, f"config.optim.learning_rate={o.learning_rate}: must be > 0")
   _need(0 <= o.warmup_steps <= config.total_steps,
         f"config.optim.warmup_steps={o.warmup_steps}: must be in [0, total_steps={config.total_steps}]")
   _need(o.clip_norm > 0, f"config.optim.clip_norm={o.clip_norm}: must be > 0")
   _need(len(config.tasks) > 0, "config.tasks is empty; define at least one task")
-  from mmjax import objectives  # local: objectives import jax, keep config import light
-  kinds = {n: s.kind for n, s in m.modalities.items()}
+  objectives = build.task_objectives(config)  # parses every objective section
+  spec = build.model_spec(config, objectives)  # parses model, fusion, ffn, modalities
   for tname, task in config.tasks.items():
     _positive_int(config, f"tasks.{tname}.batch_size")
     if "microbatches" in task:
@@ -210,33 +171,24 @@ def validate(config: ml_collections.ConfigDict) -> None:
           f"config.tasks.{tname}.batch_size={task.batch_size} does not split into "
           f"microbatches={task.get('microbatches', 1)}")
     _need(len(task.objectives) > 0, f"config.tasks.{tname}.objectives is empty")
-    try:
-      objs = objectives.make_objectives(task.objectives, kinds)
-    except ValueError as e:
-      raise ConfigError(f"config.tasks.{tname}.objectives: {e}") from None
     pp = task.data.preprocess
-    for o_ in objs:
+    for o_ in objectives[tname]:
       for k in o_.batch_keys():
         if k == "text_mask":
           continue
         _need(k in pp, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
               f"but tasks.{tname}.data.preprocess only makes {sorted(pp.keys())}")
-    for name, spec in pp.items():
-      if name in m.modalities and "size" in spec:
-        mod = m.modalities[name]
-        patch = mod.patch[-1]
-        _need(spec.size % patch == 0, f"config.tasks.{tname}.data.preprocess.{name}.size="
-              f"{spec.size} is not divisible by model.modalities.{name}.patch {patch}")
-  from mmjax import sharding  # local: imports jax
+    for name, pspec in pp.items():
+      if name in spec.modalities and "size" in pspec:
+        patch = spec.modalities[name].patch[-1]
+        _need(pspec.size % patch == 0, f"config.tasks.{tname}.data.preprocess.{name}.size="
+              f"{pspec.size} is not divisible by model.modalities.{name}.patch {patch}")
+  schedules.make_schedule(config)
   try:
     sharding.rules_from_config(config.get("sharding", {}).get("rules", {}))
   except ValueError as e:
     raise ConfigError(str(e)) from None
   unknown = set(config.mesh.keys()) - set(sharding.MESH_AXES) - {f"dcn_{a}" for a in sharding.MESH_AXES}
   _need(not unknown, f"config.mesh has unknown axes {sorted(unknown)}")
-  from mmjax import evaluators  # local: imports jax
   for ename, ev in config.evals.items():
-    _one_of(ev.type, sorted(evaluators.REGISTRY), f"evals.{ename}.type")
-    _need(ev.task in config.tasks, f"config.evals.{ename}.task={ev.task!r}; valid: "
-          f"{sorted(config.tasks.keys())}")
-    _positive_int(config, f"evals.{ename}.every_steps")
+    evaluators.parse_eval(ename, ev, config.tasks)

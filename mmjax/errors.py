@@ -7,3 +7,7 @@ other exception is a bug and keeps its traceback.
 
 class MmjaxError(Exception):
   """Bad input or state; the message names what is wrong and what would be right."""
+
+
+class ConfigError(MmjaxError, ValueError):
+  """A recipe, override or value is invalid. The message says what would be valid."""

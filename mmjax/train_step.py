@@ -8,6 +8,7 @@ from flax import nnx, struct
 
 from mmjax import objectives as objectives_lib
 from mmjax.models import axes
+from mmjax.models.constraints import clamp_params
 
 
 @struct.dataclass
@@ -86,7 +87,7 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    params = clamp_params(optax.apply_updates(state.params, updates))
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
     new_state = TrainState(
         step=state.step + 1,

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mmjax import aot, build, distributed, evaluators, optim, perf, sharding
+from mmjax import aot, build, distributed, evaluators, optim, perf, schedules, sharding
 from mmjax import workdir as workdir_lib
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.config import ConfigError
@@ -23,7 +23,6 @@ from mmjax.metrics_writer import MetricsWriter
 from mmjax.models import axes
 from mmjax.models.model import build_model
 from mmjax.objectives.base import missing_inputs
-from mmjax.task_schedule import TaskSchedule
 from mmjax.train_step import init_state, make_train_step
 from mmjax.wallclock import WallClock
 from mmjax.watchdog import StepWatchdog
@@ -140,7 +139,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
       iterators[name] = pipeline.make_train_iterator(
           task.data, batch_size=task.batch_size, seed=config.seed,
           process_index=jax.process_index(), process_count=jax.process_count())
-  schedule = TaskSchedule(config.tasks, config.seed)
+  schedule = schedules.make_schedule(config)
 
   # ------------------------------------------------------------------ Update step
   compiled_steps: dict = {}

@@ -7,7 +7,8 @@ from flax import nnx
 
 from mmjax.models import axes, tokenizers
 from mmjax.models.embedders import ModalitySpec
-from mmjax.models.model import ModelSpec, build_model
+from mmjax.models.model import build_model
+from mmjax.models.spec import Heads, ModelSpec
 
 MODALITIES = {
     "image": ModalitySpec("image", (16, 16, 3), (8,)),
@@ -17,12 +18,11 @@ MODALITIES = {
 }
 
 
-def small_model(**kw):
-  heads = dict(projections=("image", "text"), contrastive_scales=("ti",),
-               class_heads={"label": 5}, decoders=("text", "image"))
-  heads.update(kw)
+def small_model(heads: Heads | None = None, **kw):
+  heads = heads or Heads(projections=("image", "text"), contrastive_scales=("ti",),
+                         class_heads={"label": 5}, decoders=("text", "image"))
   spec = ModelSpec(modalities=MODALITIES, width=32, depth=2, num_heads=4, mlp_dim=64,
-                   embed_dim=16, **heads)
+                   embed_dim=16, heads=heads, **kw)
   return build_model(spec, seed=0)
 
 
@@ -97,7 +97,7 @@ def test_bfloat16_compute_with_float32_params():
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
   enc = m.encode({"image": jnp.ones((2, 16, 16, 3))})
   assert enc.tokens["image"].dtype == jnp.bfloat16
-  z = m.embed(enc.pooled["image"], "image")
+  z, _ = m.embed_modality({"image": jnp.ones((2, 16, 16, 3))}, modality="image")
   assert z.dtype == jnp.float32
   np.testing.assert_allclose(jnp.linalg.norm(z, axis=-1), 1.0, rtol=1e-3)
 
@@ -105,7 +105,8 @@ def test_bfloat16_compute_with_float32_params():
 def test_heads_shapes():
   m = small_model()
   enc = m.encode({"text": jnp.ones((3, 12), jnp.int32)})
-  assert m.classify(enc.joint, "label").shape == (3, 5)
+  logits, aux = m.class_logits({"text": jnp.ones((3, 12), jnp.int32)}, head="label")
+  assert logits.shape == (3, 5) and aux.losses == {}
   assert m.decode(enc.tokens["text"], "text").shape == (3, 12, 259)
   scale, bias = m.contrastive_scale("ti")
   assert float(scale) == pytest.approx(10.0) and float(bias) == pytest.approx(-10.0)

@@ -56,8 +56,7 @@ def batch(b=4):
 def test_each_objective_gives_a_finite_loss_and_gradient(cfg):
   kinds = {n: s.kind for n, s in MODALITIES.items()}
   obj = objectives.make_objective("o", cfg, kinds)
-  heads = objectives.heads_for([obj])
-  model = small_model(**heads)  # exactly the heads the objective declares
+  model = small_model(objectives.heads_for([obj]))  # exactly the heads the objective declares
   from flax import nnx
   graphdef, params = nnx.split(model, nnx.Param)
 
@@ -74,9 +73,13 @@ def test_each_objective_gives_a_finite_loss_and_gradient(cfg):
 @pytest.mark.parametrize("cfg, message", [
     (dict(type="contrastive", a="text", b="text"), "both 'text'"),
     (dict(type="classification", inputs=("video",), num_classes=1), "num_classes=1"),
-    (dict(type="masked", modality="smell"), "modality='smell'"),
-    (dict(type="ranking"), "type='ranking'; valid"),
-    (dict(type="contrastive", a="text", b="image", temperature=3), "unexpected keyword"),
+    (dict(type="masked", modality="smell"), "modality 'smell'"),
+    (dict(type="ranking"), "type='ranking': unknown objective type; valid"),
+    (dict(type="contrastive", a="text", b="image", temperature=3),
+     "unknown config key objective o.temperature"),
+    (dict(type="contrastive", a="text", b="image", ratio=0.3),
+     "o.ratio belongs to objective type 'masked', not 'contrastive'"),
+    (dict(type="masked", modality="text", ratio=1.5), "o.ratio=1.5: need 0 < ratio < 1"),
 ])
 def test_bad_objective_configs(cfg, message):
   kinds = {n: s.kind for n, s in MODALITIES.items()}

@@ -1,30 +1,35 @@
-"""Evaluator registry: an evaluator is built from its config's `type` and exposes
-`run(params) -> iterable of (metric name, value)` and `every_steps`.
+"""Evaluators, selected by `evals.<name>.type`.
 
-Metric names are paths: `<task>/<evaluator name>/<what>`.
+Each type has a frozen dataclass config (defaults + checks; every config has `task`,
+`split` and `every_steps`) whose `build(name, ctx)` makes the evaluator: an object with
+`run(params) -> iterable of (metric name, value)` and `every_steps`. Evaluators reach the
+model only through the objectives' and the model's own prediction functions. Metric names
+are paths: `<task>/<evaluator name>/<what>`. To add one: a new file, one line in EVALUATORS.
 """
 from __future__ import annotations
 
-from mmjax.evaluators.classification import ClassificationAccuracy
+from mmjax.components import Registry
+from mmjax.errors import ConfigError
+from mmjax.evaluators.classification import ClassificationConfig
 from mmjax.evaluators.common import EvalContext
-from mmjax.evaluators.loss import EvalLoss
-from mmjax.evaluators.retrieval import Retrieval
+from mmjax.evaluators.loss import EvalLossConfig
+from mmjax.evaluators.retrieval import RetrievalConfig
 
-REGISTRY = {"retrieval": Retrieval, "classification": ClassificationAccuracy, "loss": EvalLoss}
+EVALUATORS = Registry("evaluator", {
+    "retrieval": RetrievalConfig, "classification": ClassificationConfig,
+    "loss": EvalLossConfig})
 
 
-def make_evaluator(name: str, cfg, ctx: EvalContext):
-  cfg = dict(cfg)
-  kind = cfg.pop("type", None)
-  if kind not in REGISTRY:
-    raise ValueError(f"evals.{name}.type={kind!r}; valid: {sorted(REGISTRY)}")
-  if cfg.get("task") not in ctx.tasks:
-    raise ValueError(f"evals.{name}.task={cfg.get('task')!r}; valid: {sorted(ctx.tasks)}")
-  try:
-    return REGISTRY[kind](name=name, ctx=ctx, **cfg)
-  except TypeError as e:
-    raise ValueError(f"evals.{name} (type {kind!r}): {e}") from None
+def parse_eval(name: str, cfg, task_names) -> object:
+  """The validated config of `evals.<name>`; its task must be one of `task_names`."""
+  c = EVALUATORS.parse(cfg, f"evals.{name}")
+  if c.task not in task_names:
+    raise ConfigError(f"config.evals.{name}.task={c.task!r}; valid: {sorted(task_names)}")
+  return c
 
 
 def make_evaluators(evals_cfg, ctx: EvalContext) -> list:
-  return [make_evaluator(n, c, ctx) for n, c in evals_cfg.items()]
+  return [parse_eval(n, c, ctx.tasks).build(n, ctx) for n, c in evals_cfg.items()]
+
+
+__all__ = ["EVALUATORS", "EvalContext", "make_evaluators", "parse_eval"]

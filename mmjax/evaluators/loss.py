@@ -6,22 +6,32 @@ import dataclasses
 import jax
 
 from mmjax import objectives as objectives_lib
+from mmjax.components import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
 
 
-@dataclasses.dataclass
-class EvalLoss:
-  name: str
-  ctx: EvalContext
-  task: str
-  split: str = ""
+@dataclasses.dataclass(frozen=True)
+class EvalLossConfig:
+  task: str = "default"
+  split: str = ""       # "" = the task's data.eval_split
   every_steps: int = 1000
-  seed: int = 0
+  seed: int = 0         # fixed masks etc., so evals are comparable over time
 
   def __post_init__(self):
-    objs = self.ctx.objectives[self.task]
-    key = jax.random.key(self.seed)  # fixed masks etc., so evals are comparable over time
-    self._metrics = self.ctx.jit(
+    check(self.every_steps > 0, "every_steps", "must be a positive integer")
+
+  def build(self, name: str, ctx: EvalContext) -> "EvalLoss":
+    return EvalLoss(name, self, ctx)
+
+
+class EvalLoss:
+
+  def __init__(self, name: str, cfg: EvalLossConfig, ctx: EvalContext):
+    self.name, self.ctx = name, ctx
+    self.task, self.split, self.every_steps = cfg.task, cfg.split, cfg.every_steps
+    objs = ctx.objectives[cfg.task]
+    key = jax.random.key(cfg.seed)
+    self._metrics = ctx.jit(
         lambda model, batch: objectives_lib.total_loss(objs, model, batch, key)[1])
 
   def run(self, params):

@@ -3,22 +3,25 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax.numpy as jnp
 import numpy as np
 
+from mmjax.components import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
 from mmjax.objectives import base
 
 
 def recall_at_k(sim_qg: np.ndarray, query_content: np.ndarray, gallery_content: np.ndarray,
-                k: int) -> float:
+                k: int, seed: int = 0) -> float:
   """Fraction of queries whose top-k gallery items include a hit.
 
   A hit is the paired item (same index) or, with content ids, any item whose content
-  equals the query's (examples with identical content are indistinguishable).
+  equals the query's (examples with identical content are indistinguishable). Equal
+  similarities are ordered at random (seeded), so a tie never favours the paired item or
+  a low index.
   """
   n = sim_qg.shape[0]
-  top = np.argsort(-sim_qg, axis=1, kind="stable")[:, :k]
+  tie_break = np.random.default_rng(seed).random(sim_qg.shape)
+  top = np.lexsort((tie_break, -sim_qg), axis=1)[:, :k]
   exact = (top == np.arange(n)[:, None]).any(1)
   same = (gallery_content[top] == query_content[:, None]).any(1)
   return float(np.mean(exact | same))
@@ -30,32 +33,43 @@ def chance_at_1(query_content: np.ndarray, gallery_content: np.ndarray) -> float
   return float(np.mean([counts.get(c, 0) for c in query_content]) / len(gallery_content))
 
 
-@dataclasses.dataclass
-class Retrieval:
-  """Embeds every example's `a` and `b` alone, ranks by cosine similarity.
+@dataclasses.dataclass(frozen=True)
+class RetrievalConfig:
+  """Embeds every example's `a` and `b` alone (the model's contrastive embedding) and ranks
+  by cosine similarity. Examples missing `a` or `b` are left out of queries and gallery.
 
   shuffle: a control; permutes modality `b` across examples before embedding, so a
   model that really uses `b` scores at chance.
   """
-  name: str
-  ctx: EvalContext
-  task: str
+  task: str = "default"
   a: str = "text"
   b: str = "image"
-  split: str = ""
+  split: str = ""       # "" = the task's data.eval_split
   content_key: str = "content_id"
   shuffle: bool = False
   every_steps: int = 1000
   seed: int = 0
 
   def __post_init__(self):
+    check(self.every_steps > 0, "every_steps", "must be a positive integer")
+    check(self.a != self.b, "b", f"a and b are both {self.a!r}; name two modalities")
+
+  def build(self, name: str, ctx: EvalContext) -> "Retrieval":
+    return Retrieval(name, self, ctx)
+
+
+class Retrieval:
+
+  def __init__(self, name: str, cfg: RetrievalConfig, ctx: EvalContext):
+    self.name, self.ctx = name, ctx
+    self.task, self.a, self.b, self.split = cfg.task, cfg.a, cfg.b, cfg.split
+    self.content_key, self.shuffle, self.seed = cfg.content_key, cfg.shuffle, cfg.seed
+    self.every_steps = cfg.every_steps
+
     def embed(model, batch, m):
       inputs, valid, present = base.model_inputs(batch, (m,))
-      pooled = model.encode(inputs, valid=valid, present=present).pooled[m]
-      if m in model.projections:
-        return model.embed(pooled, m)
-      return pooled / jnp.linalg.norm(pooled, axis=-1, keepdims=True).clip(1e-6)
-    self._embed = {m: self.ctx.jit(lambda model, batch, m=m: embed(model, batch, m))
+      return model.embed_modality(inputs, valid=valid, present=present, modality=m)[0]
+    self._embed = {m: ctx.jit(lambda model, batch, m=m: embed(model, batch, m))
                    for m in (self.a, self.b)}
 
   def _pairs(self):
@@ -78,10 +92,18 @@ class Retrieval:
       start += int(keep.sum())
       yield batch, shuffled
 
+  def _usable(self, batch) -> np.ndarray:
+    """Host rows that are real (not padding) and have both modalities."""
+    keep = batch["_valid"].copy()
+    for m in (self.a, self.b):
+      if f"{m}_present" in batch:
+        keep &= batch[f"{m}_present"]
+    return keep
+
   def _collect(self, params):
     za, zb, content = [], [], []
     for batch_a, batch_b in self._pairs():
-      keep = gather(batch_a["_valid"])
+      keep = gather(self._usable(batch_a))
       za.append(gather(self._embed[self.a](params, self.ctx.to_device(strip_private(batch_a))))[keep])
       zb.append(gather(self._embed[self.b](params, self.ctx.to_device(strip_private(batch_b))))[keep])
       if self.content_key in batch_a:
@@ -97,7 +119,7 @@ class Retrieval:
     ids = np.arange(len(za))
     for q, g, s in ((self.a, self.b, sim), (self.b, self.a, sim.T)):
       for k in (1, 5):
-        yield f"{prefix}/{q}_to_{g}/r@{k}", recall_at_k(s, content, content, k)
-      yield f"{prefix}/{q}_to_{g}/r@1_exact_item", recall_at_k(s, ids, ids, 1)
+        yield f"{prefix}/{q}_to_{g}/r@{k}", recall_at_k(s, content, content, k, self.seed)
+      yield f"{prefix}/{q}_to_{g}/r@1_exact_item", recall_at_k(s, ids, ids, 1, self.seed)
     yield f"{prefix}/chance@1", chance_at_1(content, content)
     yield f"{prefix}/num_examples", float(len(za))

@@ -11,9 +11,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from mmjax.components import check
 from mmjax.models import axes, tokenizers
 
 PATCH_KINDS = ("image", "video", "audio")
+KINDS = PATCH_KINDS + ("text",)
+# Per kind: the names of its shape dims and of its patch dims.
+_LAYOUTS = {"image": (("H", "W", "C"), ("p",)), "video": (("T", "H", "W", "C"), ("t", "p")),
+            "audio": (("T", "F"), ("pt", "pf")), "text": (("max_len",), ())}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +34,32 @@ class ModalitySpec:
   shape: tuple[int, ...]
   patch: tuple[int, ...] = ()
   vocab_size: int = 0
+
+  def __post_init__(self):
+    check(self.kind in KINDS, "kind", f"valid: {', '.join(map(repr, KINDS))}")
+    shape_dims, patch_dims = _LAYOUTS[self.kind]
+    shape, patch = tuple(self.shape), tuple(self.patch)
+    check(len(shape) == len(shape_dims), "shape",
+          f"a {self.kind} shape is ({', '.join(shape_dims)})")
+    check(len(patch) == len(patch_dims), "patch",
+          f"a {self.kind} patch is ({', '.join(patch_dims)})")
+    check(all(isinstance(x, int) and x > 0 for x in shape + patch), "shape",
+          f"shape {shape} and patch {patch} must be positive integers")
+    if self.kind == "image":
+      for d, n in zip("HW", shape[:2]):
+        check(n % patch[0] == 0, "shape", f"image {d}={n} is not divisible by patch "
+              f"{patch[0]}; use a size that is a multiple of {patch[0]}")
+    elif self.kind == "video":
+      check(shape[0] % patch[0] == 0, "shape",
+            f"{shape[0]} frames are not divisible by tubelet length {patch[0]}")
+      for d, n in zip("HW", shape[1:3]):
+        check(n % patch[1] == 0, "shape", f"video {d}={n} is not divisible by patch {patch[1]}")
+    elif self.kind == "audio":
+      for d, n, p in zip(("time", "mel"), shape, patch):
+        check(n % p == 0, "shape", f"audio {d} size {n} is not divisible by patch {p}")
+    else:
+      check(isinstance(self.vocab_size, int) and self.vocab_size > 0, "vocab_size",
+            "a text modality needs a positive vocab_size")
 
   def grid(self, shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
     """The token grid for an input of `shape` (default: the reference shape)."""

@@ -24,6 +24,12 @@ class Linear(nnx.Module):
     return x @ self.kernel[...].astype(self.dtype) + self.bias[...].astype(self.dtype)
 
 
+# CLIP's ceiling on the learned logit scale: beyond it a diverging temperature blows up
+# the logits. It bounds the parameter's value (see constraints.py), not the forward pass,
+# so the gradient never vanishes and a saturated scale can come back down.
+MAX_LOG_SCALE = math.log(100.0)
+
+
 class ContrastiveScale(nnx.Module):
   """Learned temperature (log scale) and bias for one contrastive objective.
 
@@ -33,9 +39,9 @@ class ContrastiveScale(nnx.Module):
 
   def __init__(self, *, rngs: nnx.Rngs):
     del rngs
-    self.log_scale = nnx.Param(jnp.asarray(math.log(10.0), jnp.float32), logical_axes=())
+    self.log_scale = nnx.Param(jnp.asarray(math.log(10.0), jnp.float32), logical_axes=(),
+                               clamp=(None, MAX_LOG_SCALE))
     self.bias = nnx.Param(jnp.asarray(-10.0, jnp.float32), logical_axes=())
 
   def __call__(self):
-    # Clip keeps a diverging temperature from blowing up the logits (CLIP clips at 100).
-    return jnp.exp(jnp.minimum(self.log_scale[...], math.log(100.0))), self.bias[...]
+    return jnp.exp(self.log_scale[...]), self.bias[...]

@@ -1,46 +1,34 @@
-"""The multimodal model: embedders -> fusion trunk -> pooled embeddings -> heads."""
+"""The multimodal model: embedders -> fusion trunk -> pooled embeddings -> heads.
+
+Output contract: `encode` returns `Encoded` (tokens, validity and pooled vectors per
+modality, the joint pooled vector, and the trunk's auxiliary outputs). `embed_modality`
+and `class_logits` are the one place where contrastive embeddings and class logits are
+made: objectives and evaluators both call them.
+"""
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from mmjax.models.embedders import Embedder, ModalitySpec
+from mmjax.models.aux import Aux
+from mmjax.models.embedders import Embedder
 from mmjax.models.heads import ContrastiveScale, Linear
-from mmjax.models.trunks import make_trunk
+from mmjax.models.spec import ModelSpec
+from mmjax.models.tokens import TokenInfo
+from mmjax.models.transformer import Block
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
 def dtype_from_name(name: str):
+  if name == "auto":  # bfloat16 on accelerators; float32 on CPU, where bf16 matmuls are slower
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
   if name not in _DTYPES:
     raise ValueError(f"dtype {name!r} is not one of {sorted(_DTYPES)}")
   return _DTYPES[name]
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-  """Everything needed to build the model: plain numbers, no data or mesh."""
-  modalities: Mapping[str, ModalitySpec]
-  width: int = 128
-  depth: int = 4
-  num_heads: int = 4
-  mlp_dim: int = 512
-  fusion: str = "early"
-  embed_dim: int = 128
-  posemb: str = "learn"
-  posemb_std: float = 0.5
-  dtype: str = "float32"
-  param_dtype: str = "float32"
-  remat: str = "none"  # per block: none | full | save_matmuls
-  # Heads are derived from the objectives that use them (see mmjax.objectives.heads_for).
-  class_heads: Mapping[str, int] = dataclasses.field(default_factory=dict)
-  projections: tuple[str, ...] = ()
-  contrastive_scales: tuple[str, ...] = ()
-  decoders: tuple[str, ...] = ()
 
 
 @struct.dataclass
@@ -50,12 +38,19 @@ class Encoded:
   valid: dict
   pooled: dict
   joint: jax.Array
+  aux: Aux
 
 
 def masked_mean(x_bnd: jax.Array, valid_bn: jax.Array) -> jax.Array:
   w = valid_bn.astype(jnp.float32)[..., None]
   total = jnp.sum(x_bnd.astype(jnp.float32) * w, axis=1)
   return total / jnp.maximum(jnp.sum(w, axis=1), 1.0)  # no NaN for an all-missing row
+
+
+def l2_normalize(z_be: jax.Array) -> jax.Array:
+  # The epsilon keeps an all-zero row (an absent modality) finite; such rows are masked
+  # out of every loss and metric by the callers.
+  return z_be * jax.lax.rsqrt(jnp.sum(z_be * z_be, axis=-1, keepdims=True) + 1e-12)
 
 
 class MultimodalModel(nnx.Module):
@@ -67,16 +62,21 @@ class MultimodalModel(nnx.Module):
     self.embedders = nnx.Dict({
         m: Embedder(s, spec.width, posemb=spec.posemb, posemb_std=spec.posemb_std, **kw)
         for m, s in spec.modalities.items()})
-    self.trunk = make_trunk(spec.fusion, width=spec.width, depth=spec.depth,
-                            num_heads=spec.num_heads, mlp_dim=spec.mlp_dim, remat=spec.remat,
-                            **kw)
+
+    def make_block(layer: int) -> Block:
+      ffn = spec.ffn.build(layer, width=spec.width, mlp_dim=spec.mlp_dim, **kw)
+      return Block(spec.width, spec.num_heads, ffn, **kw)
+
+    self.trunk = spec.fusion.build(depth=spec.depth, width=spec.width, make_block=make_block,
+                                   remat=spec.remat, modalities=tuple(spec.modalities), **kw)
+    heads = spec.heads
     self.projections = nnx.Dict({
-        m: Linear(spec.width, spec.embed_dim, ("embed", None), **kw) for m in spec.projections})
-    self.scales = nnx.Dict({n: ContrastiveScale(rngs=rngs) for n in spec.contrastive_scales})
+        m: Linear(spec.width, spec.embed_dim, ("embed", None), **kw) for m in heads.projections})
+    self.scales = nnx.Dict({n: ContrastiveScale(rngs=rngs) for n in heads.contrastive_scales})
     self.classifiers = nnx.Dict({
         n: Linear(spec.width, k, ("embed", None), zero_init=True, **kw)
-        for n, k in spec.class_heads.items()})
-    self.decoders = nnx.Dict({m: self._decoder(m, kw) for m in spec.decoders})
+        for n, k in heads.class_heads.items()})
+    self.decoders = nnx.Dict({m: self._decoder(m, kw) for m in heads.decoders})
 
   def _decoder(self, modality, kw):
     s = self.spec.modalities[modality]
@@ -100,8 +100,8 @@ class MultimodalModel(nnx.Module):
     if unknown:
       raise ValueError(f"inputs {sorted(unknown)} are not model modalities "
                        f"{sorted(self.spec.modalities)}")
-    tokens, masks = {}, {}
-    for m in self.spec.modalities:
+    tokens, infos = {}, {}
+    for m, modality_id in self.spec.modality_ids.items():
       if m not in inputs:
         continue
       tok = self.embedders[m](inputs[m], replace.get(m))
@@ -109,22 +109,32 @@ class MultimodalModel(nnx.Module):
       v = valid.get(m, jnp.ones((b, n), bool))
       if m in present:
         v = v & present[m][:, None]
-      tokens[m], masks[m] = tok, v
+      tokens[m], infos[m] = tok, TokenInfo.for_modality(v, modality_id)
     if not tokens:
       raise ValueError("encode() needs at least one modality")
-    out = self.trunk(tokens, masks)
+    out, aux = self.trunk(tokens, infos)
+    masks = {m: infos[m].valid for m in out}
     pooled = {m: masked_mean(out[m], masks[m]) for m in out}
     all_tok = jnp.concatenate([out[m] for m in out], axis=1)
     all_valid = jnp.concatenate([masks[m] for m in out], axis=1)
-    return Encoded(tokens=out, valid=masks, pooled=pooled, joint=masked_mean(all_tok, all_valid))
+    return Encoded(tokens=out, valid=masks, pooled=pooled,
+                   joint=masked_mean(all_tok, all_valid), aux=aux)
 
-  def embed(self, pooled_bd: jax.Array, modality: str) -> jax.Array:
-    """Contrastive embedding: per-modality projection, L2-normalised, float32."""
-    z = self.projections[modality](pooled_bd).astype(jnp.float32)
-    return z * jax.lax.rsqrt(jnp.sum(z * z, axis=-1, keepdims=True) + 1e-12)
+  def embed_modality(self, inputs, *, valid=None, present=None,
+                     modality: str) -> tuple[jax.Array, Aux]:
+    """One modality encoded alone -> its contrastive embedding [B,E] (float32, unit norm)
+    through its projection, or the normalised pooled vector where it has none."""
+    enc = self.encode({modality: inputs[modality]}, valid=valid, present=present)
+    pooled = enc.pooled[modality]
+    if modality in self.projections:
+      pooled = self.projections[modality](pooled)
+    return l2_normalize(pooled.astype(jnp.float32)), enc.aux
 
-  def classify(self, pooled_bd: jax.Array, head: str) -> jax.Array:
-    return self.classifiers[head](pooled_bd).astype(jnp.float32)
+  def class_logits(self, inputs, *, valid=None, present=None,
+                   head: str) -> tuple[jax.Array, Aux]:
+    """The given modalities encoded jointly -> logits [B,K] of classification head `head`."""
+    enc = self.encode(inputs, valid=valid, present=present)
+    return self.classifiers[head](enc.joint).astype(jnp.float32), enc.aux
 
   def decode(self, tokens_bnd: jax.Array, modality: str) -> jax.Array:
     return self.decoders[modality](tokens_bnd).astype(jnp.float32)

@@ -1,7 +1,11 @@
-"""Objectives: each returns (loss, metrics) from (model, batch, rng).
+"""Objectives, selected by `tasks.<task>.objectives.<name>.type`.
 
-`make_objectives` builds them from a task's config; `heads_for` tells the model which
-heads the objectives need, so the model holds exactly the heads that are trained.
+An objective is a frozen dataclass: its fields are its config (defaults + checks in
+`__post_init__`), and calling it gives `(loss, metrics, aux)` from (model, batch, rng),
+where `aux` combines the auxiliary outputs of every forward pass it made. It also says
+which batch keys it reads (`batch_keys`), which heads it trains (`heads`) and which trunk
+passes it makes (`forward_passes`, for FLOP accounting). To add one: a new file with the
+dataclass, and one line in OBJECTIVES.
 """
 from __future__ import annotations
 
@@ -10,64 +14,65 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from mmjax.components import Registry
+from mmjax.errors import ConfigError
+from mmjax.models.spec import Heads
 from mmjax.objectives.classification import Classification
 from mmjax.objectives.contrastive import Contrastive
 from mmjax.objectives.masked import Masked
 
-TYPES = ("contrastive", "classification", "masked")
+OBJECTIVES = Registry("objective", {
+    "contrastive": Contrastive, "classification": Classification, "masked": Masked})
 
 
-def make_objective(name: str, cfg: Mapping, modality_kinds: Mapping[str, str]):
-  cfg = dict(cfg)
-  kind = cfg.pop("type", None)
-  if kind not in TYPES:
-    raise ValueError(f"objective {name!r}: type={kind!r}; valid: {TYPES}")
-  obj = {"contrastive": Contrastive, "classification": Classification, "masked": Masked}[kind]
-  if kind == "masked":
-    m = cfg.get("modality")
-    if m not in modality_kinds:
-      raise ValueError(f"objective {name!r}: modality={m!r}; valid: {sorted(modality_kinds)}")
-    cfg["kind"] = modality_kinds[m]
-  if kind == "classification" and "inputs" in cfg:
-    cfg["inputs"] = tuple(cfg["inputs"])
-  try:
-    o = obj(name=name, **cfg)
-  except TypeError as e:
-    raise ValueError(f"objective {name!r} (type {kind!r}): {e}") from None
+def make_objective(name: str, cfg: Mapping, modality_kinds: Mapping[str, str],
+                   key: str | None = None):
+  """The objective `name` of a task; `key` is its config path for messages."""
+  key = key or f"objective {name}"
+  o = OBJECTIVES.parse(cfg, key, name=name)
   for m in o.modalities:
     if m not in modality_kinds:
-      raise ValueError(f"objective {name!r} uses modality {m!r}, which is not in "
-                       f"model.modalities {sorted(modality_kinds)}")
+      raise ConfigError(f"config.{key}: objective {name!r} uses modality {m!r}, which is not "
+                        f"in model.modalities {sorted(modality_kinds)}")
   return o
 
 
-def make_objectives(objectives_cfg: Mapping, modality_kinds: Mapping[str, str]) -> tuple:
-  return tuple(make_objective(n, c, modality_kinds) for n, c in objectives_cfg.items())
+def make_objectives(objectives_cfg: Mapping, modality_kinds: Mapping[str, str],
+                    key: str = "objectives") -> tuple:
+  return tuple(make_objective(n, c, modality_kinds, f"{key}.{n}")
+               for n, c in objectives_cfg.items())
 
 
-def heads_for(objectives) -> dict:
-  """Union of the heads the objectives need, as ModelSpec keyword arguments."""
-  out = dict(class_heads={}, projections=(), contrastive_scales=(), decoders=())
+def heads_for(objectives) -> Heads:
+  """Union of the heads the objectives need. Objectives that name the same head share it."""
+  class_heads, projections, scales, decoders = {}, (), (), ()
   for o in objectives:
-    for k, v in o.heads().items():
-      if k == "class_heads":
-        for head, n in v.items():
-          if out[k].get(head, n) != n:
-            raise ValueError(f"classification head {head!r} is used with {out[k][head]} and {n} classes")
-          out[k][head] = n
-      else:
-        out[k] = tuple(dict.fromkeys(out[k] + tuple(v)))
-  return out
+    h = o.heads()
+    for head, n in h.class_heads.items():
+      if class_heads.get(head, n) != n:
+        raise ConfigError(f"classification head {head!r} is used with {class_heads[head]} and "
+                          f"{n} classes; give one of the objectives its own `head` name")
+      class_heads[head] = n
+    projections += h.projections
+    scales += h.contrastive_scales
+    decoders += h.decoders
+  unique = lambda t: tuple(dict.fromkeys(t))
+  return Heads(class_heads=class_heads, projections=unique(projections),
+               contrastive_scales=unique(scales), decoders=unique(decoders))
 
 
 def total_loss(objectives, model, batch, rng):
-  """Weighted sum of the objectives' losses; metrics named '<objective>/<what>'."""
+  """Weighted sum of the objectives' losses plus each forward pass's auxiliary losses
+  (added once, unweighted: their weights are the layers' own). Metrics are named
+  '<objective>/<what>'; 'loss' is the total."""
   total = jnp.zeros((), jnp.float32)
   metrics = {}
   for i, o in enumerate(objectives):
-    loss, m = o(model, batch, jax.random.fold_in(rng, i))
-    total = total + o.weight * loss
+    loss, m, aux = o(model, batch, jax.random.fold_in(rng, i))
+    total = total + o.weight * loss + aux.total_loss()
     metrics[f"{o.name}/loss"] = loss
     metrics.update({f"{o.name}/{k}": v for k, v in m.items()})
+    metrics.update({f"{o.name}/{k}": v for k, v in aux.metrics().items()})
   metrics["loss"] = total
   return total, metrics
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 
 # Batch keys that describe a modality rather than being one.
 _TEXT_MASK = "text_mask"
@@ -26,6 +27,15 @@ def model_inputs(batch: Mapping[str, jax.Array], modalities: Sequence[str]):
     valid["text"] = batch[_TEXT_MASK]
   present = {m: batch[f"{m}_present"] for m in modalities if f"{m}_present" in batch}
   return inputs, valid, present
+
+
+def present_rows(batch: Mapping[str, jax.Array], modalities: Sequence[str], b: int) -> jax.Array:
+  """bool [B]: the rows in which every one of `modalities` is present."""
+  keep = jnp.ones((b,), bool)
+  for m in modalities:
+    if f"{m}_present" in batch:
+      keep = keep & batch[f"{m}_present"]
+  return keep
 
 
 def needed_keys(modalities: Sequence[str]) -> list[str]:

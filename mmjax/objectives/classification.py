@@ -6,6 +6,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from mmjax.components import check
+from mmjax.models.spec import Heads
 from mmjax.objectives import base
 
 
@@ -16,37 +18,48 @@ def softmax_xent(logits_bk, labels_b):
 
 @dataclasses.dataclass(frozen=True)
 class Classification:
-  """Encodes `inputs` jointly (early fusion when several) and predicts batch[label]."""
+  """Encodes `inputs` jointly (fused in one pass) and predicts batch[label].
+
+  head: the classifier's name; "" = the label key, so objectives on one label share a
+  classifier unless they name their own, and renaming the objective keeps its head.
+  """
   name: str
-  inputs: tuple[str, ...]
+  inputs: tuple[str, ...] = ()
   label: str = "label"
   num_classes: int = 0
   weight: float = 1.0
+  head: str = ""
 
   def __post_init__(self):
-    if self.num_classes < 2:
-      raise ValueError(f"objective {self.name!r}: num_classes={self.num_classes}; need >= 2")
-    if not self.inputs:
-      raise ValueError(f"objective {self.name!r}: inputs is empty; name modalities to fuse")
+    check(isinstance(self.num_classes, int) and self.num_classes >= 2, "num_classes",
+          "need >= 2")
+    check(len(self.inputs) > 0, "inputs", "is empty; name the modalities to fuse")
 
   @property
   def modalities(self):
     return tuple(self.inputs)
 
+  @property
+  def head_name(self) -> str:
+    return self.head or self.label
+
+  def forward_passes(self):
+    return (self.modalities,)
+
   def batch_keys(self):
     return base.needed_keys(self.modalities) + [self.label]
 
   def heads(self):
-    return dict(class_heads={self.name: self.num_classes})
+    return Heads(class_heads={self.head_name: self.num_classes})
 
   def logits(self, model, batch):
+    """(logits [B,K], aux) of this objective's head."""
     inputs, valid, present = base.model_inputs(batch, self.modalities)
-    enc = model.encode(inputs, valid=valid, present=present)
-    return model.classify(enc.joint, self.name)
+    return model.class_logits(inputs, valid=valid, present=present, head=self.head_name)
 
   def __call__(self, model, batch, rng):
     del rng
-    logits = self.logits(model, batch)
+    logits, aux = self.logits(model, batch)
     labels = batch[self.label]
     loss = softmax_xent(logits, labels).mean()
-    return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}
+    return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}, aux

@@ -1,4 +1,8 @@
-"""Pairwise contrastive alignment of two modalities (softmax InfoNCE or sigmoid/SigLIP)."""
+"""Pairwise contrastive alignment of two modalities (softmax InfoNCE or sigmoid/SigLIP).
+
+Rows in which either modality is absent (`<m>_present` False) take no part: they are
+neither positives nor negatives, and the loss is a mean over the rows that remain.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -6,73 +10,105 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from mmjax.components import check
+from mmjax.models.aux import combine
+from mmjax.models.spec import Heads
 from mmjax.objectives import base
 
 KINDS = ("softmax", "sigmoid")
 
 
-def softmax_infonce(za_bd, zb_bd, scale):
+def _kept(keep_b, b):
+  return jnp.ones((b,), bool) if keep_b is None else keep_b
+
+
+def softmax_infonce(za_bd, zb_bd, scale, keep_b=None):
   """Symmetric InfoNCE over in-batch negatives (CLIP). Returns (loss, logits_ab)."""
+  b = za_bd.shape[0]
+  keep = _kept(keep_b, b)
   logits = scale * za_bd @ zb_bd.T
-  labels = jnp.arange(za_bd.shape[0])
-  lab = jax.nn.log_softmax(logits, axis=1)[labels, labels]
-  lba = jax.nn.log_softmax(logits, axis=0)[labels, labels]
-  return -(lab.mean() + lba.mean()) / 2, logits
+  pair = keep[:, None] & keep[None, :]
+  # A dropped row keeps only its own diagonal (so every softmax stays finite) and is then
+  # left out of the mean; kept rows never see dropped columns.
+  eye = jnp.eye(b, dtype=bool)
+  masked = jnp.where(pair, logits, jnp.where(eye, 0.0, -jnp.inf))
+  idx = jnp.arange(b)
+  lab = jax.nn.log_softmax(masked, axis=1)[idx, idx]
+  lba = jax.nn.log_softmax(masked, axis=0)[idx, idx]
+  n = jnp.maximum(keep.sum(), 1)
+  return -jnp.sum(jnp.where(keep, lab + lba, 0.0)) / (2 * n), masked
 
 
-def sigmoid_pairwise(za_bd, zb_bd, scale, bias):
+def sigmoid_pairwise(za_bd, zb_bd, scale, bias, keep_b=None):
   """SigLIP: every pair is an independent binary match/non-match. Returns (loss, logits)."""
+  b = za_bd.shape[0]
+  keep = _kept(keep_b, b)
   logits = scale * za_bd @ zb_bd.T + bias
-  signs = 2.0 * jnp.eye(za_bd.shape[0]) - 1.0
-  return -jnp.sum(jax.nn.log_sigmoid(signs * logits)) / za_bd.shape[0], logits
+  signs = 2.0 * jnp.eye(b) - 1.0
+  pair = keep[:, None] & keep[None, :]
+  per_pair = jnp.where(pair, jax.nn.log_sigmoid(signs * logits), 0.0)
+  return -jnp.sum(per_pair) / jnp.maximum(keep.sum(), 1), jnp.where(pair, logits, -jnp.inf)
 
 
 @dataclasses.dataclass(frozen=True)
 class Contrastive:
-  """Aligns pooled embeddings of modality `a` with modality `b`, each encoded alone."""
+  """Aligns pooled embeddings of modality `a` with modality `b`, each encoded alone.
+
+  head: the name of the learned temperature; "" = "<a>_<b>" (not the objective's name, so
+  renaming the objective keeps a checkpoint's heads).
+  """
   name: str
-  a: str
-  b: str
+  a: str = "text"
+  b: str = "image"
   kind: str = "softmax"
   weight: float = 1.0
+  head: str = ""
 
   def __post_init__(self):
-    if self.kind not in KINDS:
-      raise ValueError(f"objective {self.name!r}: kind={self.kind!r}; valid: {KINDS}")
-    if self.a == self.b:
-      raise ValueError(f"objective {self.name!r}: a and b are both {self.a!r}")
+    check(self.kind in KINDS, "kind", f"valid: {', '.join(map(repr, KINDS))}")
+    check(self.a != self.b, "b", f"a and b are both {self.a!r}; name two modalities")
 
   @property
   def modalities(self):
     return (self.a, self.b)
 
+  @property
+  def scale_name(self) -> str:
+    return self.head or f"{self.a}_{self.b}"
+
+  def forward_passes(self):
+    return ((self.a,), (self.b,))
+
   def batch_keys(self):
     return base.needed_keys(self.modalities)
 
   def heads(self):
-    return dict(projections=(self.a, self.b), contrastive_scales=(self.name,))
+    return Heads(projections=(self.a, self.b), contrastive_scales=(self.scale_name,))
 
   def embeddings(self, model, batch):
-    """(za, zb): L2-normalised [B,E] embeddings of each side, encoded separately."""
-    zs = []
+    """(za, zb, aux): unit-norm [B,E] embeddings of each side, encoded separately."""
+    zs, auxes = [], []
     for m in (self.a, self.b):
       inputs, valid, present = base.model_inputs(batch, (m,))
-      enc = model.encode(inputs, valid=valid, present=present)
-      zs.append(model.embed(enc.pooled[m], m))
-    return zs
+      z, aux = model.embed_modality(inputs, valid=valid, present=present, modality=m)
+      zs.append(z)
+      auxes.append(aux)
+    return zs[0], zs[1], combine(auxes)
 
   def __call__(self, model, batch, rng):
     del rng
-    za, zb = self.embeddings(model, batch)
-    scale, bias = model.contrastive_scale(self.name)
+    za, zb, aux = self.embeddings(model, batch)
+    keep = base.present_rows(batch, self.modalities, za.shape[0])
+    scale, bias = model.contrastive_scale(self.scale_name)
     if self.kind == "softmax":
-      loss, logits = softmax_infonce(za, zb, scale)
+      loss, logits = softmax_infonce(za, zb, scale, keep)
     else:
-      loss, logits = sigmoid_pairwise(za, zb, scale, bias)
+      loss, logits = sigmoid_pairwise(za, zb, scale, bias, keep)
     labels = jnp.arange(za.shape[0])
+    n = jnp.maximum(keep.sum(), 1)
     metrics = {
-        f"{self.a}_to_{self.b}_acc": jnp.mean(jnp.argmax(logits, 1) == labels),
-        f"{self.b}_to_{self.a}_acc": jnp.mean(jnp.argmax(logits, 0) == labels),
+        f"{self.a}_to_{self.b}_acc": jnp.sum((jnp.argmax(logits, 1) == labels) & keep) / n,
+        f"{self.b}_to_{self.a}_acc": jnp.sum((jnp.argmax(logits, 0) == labels) & keep) / n,
         "scale": scale,
     }
-    return loss, metrics
+    return loss, metrics, aux

@@ -10,6 +10,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from mmjax.components import check
+from mmjax.models.spec import Heads
 from mmjax.objectives import base
 from mmjax.objectives.classification import softmax_xent
 
@@ -26,24 +28,25 @@ def random_token_mask(rng, shape, ratio: float, valid_bn):
 @dataclasses.dataclass(frozen=True)
 class Masked:
   name: str
-  modality: str
-  kind: str  # the modality's kind: "text" or a patch kind; set by the objective factory
+  modality: str = "text"
   ratio: float = 0.5
   weight: float = 1.0
 
   def __post_init__(self):
-    if not 0.0 < self.ratio < 1.0:
-      raise ValueError(f"objective {self.name!r}: ratio={self.ratio}; need 0 < ratio < 1")
+    check(0.0 < self.ratio < 1.0, "ratio", "need 0 < ratio < 1")
 
   @property
   def modalities(self):
     return (self.modality,)
 
+  def forward_passes(self):
+    return (self.modalities,)
+
   def batch_keys(self):
     return base.needed_keys(self.modalities)
 
   def heads(self):
-    return dict(decoders=(self.modality,))
+    return Heads(decoders=(self.modality,))
 
   def __call__(self, model, batch, rng):
     m = self.modality
@@ -58,7 +61,7 @@ class Masked:
     enc = model.encode(inputs, valid=valid, present=present, replace={m: hide})
     pred = model.decode(enc.tokens[m], m)
     w = hide.astype(jnp.float32)
-    if self.kind == "text":
+    if spec.kind == "text":
       per_tok = softmax_xent(pred.reshape(b * n, -1), batch[m].reshape(-1)).reshape(b, n)
       acc = jnp.sum((jnp.argmax(pred, -1) == batch[m]) * w) / jnp.maximum(w.sum(), 1.0)
       metrics = {"token_acc": acc}
@@ -70,4 +73,4 @@ class Masked:
       metrics = {}
     loss = jnp.sum(per_tok * w) / jnp.maximum(w.sum(), 1.0)
     metrics["hidden_fraction"] = w.sum() / jnp.maximum(valid_bn.sum(), 1)
-    return loss, metrics
+    return loss, metrics, enc.aux

@@ -1,0 +1,48 @@
+"""The dense feed-forward layer: d -> mlp_dim -> d with one activation."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+from flax import nnx
+
+from mmjax.components import check
+from mmjax.models import axes
+from mmjax.models.aux import Aux
+
+ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu}
+
+
+@dataclasses.dataclass(frozen=True)
+class MlpConfig:
+  activation: str = "gelu"
+
+  def __post_init__(self):
+    check(self.activation in ACTIVATIONS, "activation",
+          f"valid: {', '.join(map(repr, ACTIVATIONS))}")
+
+  def build(self, layer: int, *, width: int, mlp_dim: int, param_dtype, dtype,
+            rngs: nnx.Rngs) -> nnx.Module:
+    del layer  # the same layer at every depth
+    return Mlp(width, mlp_dim, activation=self.activation, param_dtype=param_dtype, dtype=dtype,
+               rngs=rngs)
+
+
+class Mlp(nnx.Module):
+
+  def __init__(self, width: int, mlp_dim: int, *, activation: str = "gelu", param_dtype, dtype,
+               rngs: nnx.Rngs):
+    self.wi = axes.param(rngs, jax.nn.initializers.lecun_normal(), (width, mlp_dim),
+                         ("embed", "mlp"), param_dtype)
+    self.bi = axes.param(rngs, jax.nn.initializers.zeros, (mlp_dim,), ("mlp",), param_dtype)
+    self.wo = axes.param(rngs, jax.nn.initializers.lecun_normal(), (mlp_dim, width),
+                         ("mlp", "embed"), param_dtype)
+    self.bo = axes.param(rngs, jax.nn.initializers.zeros, (width,), ("embed",), param_dtype)
+    self.activation = activation
+    self.dtype = dtype
+
+  def __call__(self, x_bld, info=None):
+    del info  # a dense layer treats every token alike
+    h = x_bld @ self.wi[...].astype(self.dtype) + self.bi[...].astype(self.dtype)
+    h = axes.constrain(ACTIVATIONS[self.activation](h), ("batch", "length", "mlp"))
+    return h @ self.wo[...].astype(self.dtype) + self.bo[...].astype(self.dtype), Aux()

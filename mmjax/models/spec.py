@@ -1,0 +1,81 @@
+"""ModelSpec: everything needed to build the model, read once from `config.model`.
+
+The defaults below are the only model defaults; `spec_from_config` reads each key of a
+recipe's `model` section exactly once (unknown keys are errors), the trunk and the
+feed-forward layer parse their own sections through their registries, and the checks live
+in `__post_init__`. Heads are not set by recipes: they follow from the objectives.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from mmjax.components import check, parse_dataclass
+from mmjax.models.embedders import ModalitySpec
+from mmjax.models.ffn import FFNS
+from mmjax.models.ffn.mlp import MlpConfig
+from mmjax.models.trunks import TRUNKS
+from mmjax.models.trunks.early import EarlyFusionConfig
+from mmjax.models.trunks.remat import CHOICES as REMATS
+
+POSEMBS = ("learn", "sincos")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class Heads:
+  """The output heads the objectives train (see mmjax.objectives.heads_for)."""
+  class_heads: Mapping[str, int] = dataclasses.field(default_factory=dict)  # head -> classes
+  projections: tuple[str, ...] = ()         # modalities with a contrastive projection
+  contrastive_scales: tuple[str, ...] = ()  # learned temperatures, by head name
+  decoders: tuple[str, ...] = ()            # modalities with a masked-modelling decoder
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  modalities: Mapping[str, ModalitySpec]
+  width: int = 128
+  depth: int = 4
+  num_heads: int = 4
+  mlp_dim: int = 512
+  embed_dim: int = 128
+  posemb: str = "learn"
+  posemb_std: float = 0.5
+  dtype: str = "auto"  # compute dtype: "auto" = bfloat16 on accelerators, float32 on CPU
+  param_dtype: str = "float32"
+  remat: str = "none"  # per block: none | full | save_matmuls (recompute the rest)
+  fusion: Any = EarlyFusionConfig()  # a trunk config (mmjax.models.trunks)
+  ffn: Any = MlpConfig()             # a feed-forward config (mmjax.models.ffn)
+  heads: Heads = Heads()
+
+  def __post_init__(self):
+    for f in ("width", "depth", "num_heads", "mlp_dim", "embed_dim"):
+      v = getattr(self, f)
+      check(isinstance(v, int) and not isinstance(v, bool) and v > 0, f,
+            "must be a positive integer")
+    check(self.width % self.num_heads == 0, "num_heads",
+          f"model.width={self.width} is not divisible by num_heads={self.num_heads}")
+    check(self.posemb in POSEMBS, "posemb", f"valid: {', '.join(map(repr, POSEMBS))}")
+    check(self.dtype in DTYPES + ("auto",), "dtype",
+          f"valid: {', '.join(map(repr, DTYPES + ('auto',)))}")
+    check(self.param_dtype in DTYPES, "param_dtype", f"valid: {', '.join(map(repr, DTYPES))}")
+    check(self.remat in REMATS, "remat", f"valid: {', '.join(map(repr, REMATS))}")
+    check(len(self.modalities) > 0, "modalities", "define at least one modality")
+
+  @property
+  def modality_ids(self) -> dict[str, int]:
+    """Each modality's index in the model's order: the id every token carries."""
+    return {m: i for i, m in enumerate(self.modalities)}
+
+
+def spec_from_config(model_cfg, heads: Heads = Heads()) -> ModelSpec:
+  """The ModelSpec of a recipe's `model` section (a ConfigDict or mapping)."""
+  values = dict(model_cfg)
+  modalities = {
+      name: parse_dataclass(ModalitySpec, m, f"model.modalities.{name}", what="a modality")
+      for name, m in dict(values.pop("modalities", {})).items()}
+  context = dict(modalities=modalities, heads=heads)
+  for key, registry in (("fusion", TRUNKS), ("ffn", FFNS)):
+    if key in values:  # absent: the field's default above
+      context[key] = registry.parse(values.pop(key), f"model.{key}")
+  return parse_dataclass(ModelSpec, values, "model", what="model", context=context)

@@ -1,0 +1,53 @@
+"""Early fusion: one transformer over the concatenated tokens of every modality present."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from mmjax.models import axes
+from mmjax.models.aux import Aux
+from mmjax.models.tokens import TokenInfo
+from mmjax.models.transformer import LayerNorm
+from mmjax.models.trunks.remat import block_applier
+
+
+@dataclasses.dataclass(frozen=True)
+class EarlyFusionConfig:
+  """No settings of its own: width, depth, heads and remat are the model's."""
+
+  def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
+            remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
+    del modalities  # one shared stack whatever the modalities
+    return EarlyFusion(depth, width, make_block, remat=remat, param_dtype=param_dtype,
+                       dtype=dtype, rngs=rngs)
+
+
+class EarlyFusion(nnx.Module):
+
+  def __init__(self, depth: int, width: int, make_block: Callable[[int], nnx.Module], *,
+               remat: str, param_dtype, dtype, rngs: nnx.Rngs):
+    self.apply_block = block_applier(remat)
+    self.blocks = nnx.List([make_block(i) for i in range(depth)])
+    self.final_ln = LayerNorm(width, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
+
+  def __call__(self, tokens: dict[str, jax.Array],
+               infos: dict[str, TokenInfo]) -> tuple[dict[str, jax.Array], Aux]:
+    names = list(tokens)
+    sizes = [tokens[m].shape[1] for m in names]
+    x_bld = jnp.concatenate([tokens[m] for m in names], axis=1)
+    x_bld = axes.constrain(x_bld, ("batch", "length", "embed"))
+    info = TokenInfo.concat([infos[m] for m in names])
+    aux = Aux()
+    for i, block in enumerate(self.blocks):
+      x_bld, block_aux = self.apply_block(block, x_bld, info)
+      aux = aux.merge(block_aux, prefix=f"layer{i}/")
+    x_bld = self.final_ln(x_bld)
+    out, start = {}, 0
+    for m, n in zip(names, sizes):
+      out[m] = x_bld[:, start:start + n]
+      start += n
+    return out, aux
