@@ -191,4 +191,4 @@ def validate(config: ml_collections.ConfigDict) -> None:
   unknown = set(config.mesh.keys()) - set(sharding.MESH_AXES) - {f"dcn_{a}" for a in sharding.MESH_AXES}
   _need(not unknown, f"config.mesh has unknown axes {sorted(unknown)}")
   for ename, ev in config.evals.items():
-    evaluators.parse_eval(ename, ev, config.tasks)
+    evaluators.parse_eval(ename, ev, objectives)

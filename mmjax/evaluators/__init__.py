@@ -1,12 +1,15 @@
 """Evaluators, selected by `evals.<name>.type`.
 
 Each type has a frozen dataclass config (defaults + checks; every config has `task`,
-`split` and `every_steps`) whose `build(name, ctx)` makes the evaluator: an object with
+`split` and `every_steps`) whose `check(task_objectives, key)` cross-checks it before anything is built and whose
+`build(name, ctx)` makes the evaluator: an object with
 `run(params) -> iterable of (metric name, value)` and `every_steps`. Evaluators reach the
 model only through the objectives' and the model's own prediction functions. Metric names
 are paths: `<task>/<evaluator name>/<what>`. To add one: a new file, one line in EVALUATORS.
 """
 from __future__ import annotations
+
+from typing import Mapping
 
 from mmjax.components import Registry
 from mmjax.errors import ConfigError
@@ -20,16 +23,20 @@ EVALUATORS = Registry("evaluator", {
     "loss": EvalLossConfig})
 
 
-def parse_eval(name: str, cfg, task_names) -> object:
-  """The validated config of `evals.<name>`; its task must be one of `task_names`."""
+def parse_eval(name: str, cfg, objectives: Mapping[str, tuple]) -> object:
+  """The validated config of `evals.<name>`, checked against its task's objectives.
+
+  objectives: {task: objectives} of the run (mmjax.build.task_objectives).
+  """
   c = EVALUATORS.parse(cfg, f"evals.{name}")
-  if c.task not in task_names:
-    raise ConfigError(f"config.evals.{name}.task={c.task!r}; valid: {sorted(task_names)}")
+  if c.task not in objectives:
+    raise ConfigError(f"config.evals.{name}.task={c.task!r}; valid: {sorted(objectives)}")
+  c.check(objectives[c.task], f"evals.{name}")
   return c
 
 
 def make_evaluators(evals_cfg, ctx: EvalContext) -> list:
-  return [parse_eval(n, c, ctx.tasks).build(n, ctx) for n, c in evals_cfg.items()]
+  return [parse_eval(n, c, ctx.objectives).build(n, ctx) for n, c in evals_cfg.items()]
 
 
 __all__ = ["EVALUATORS", "EvalContext", "make_evaluators", "parse_eval"]

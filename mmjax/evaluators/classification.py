@@ -22,6 +22,16 @@ class ClassificationConfig:
   def __post_init__(self):
     check(self.every_steps > 0, "every_steps", "must be a positive integer")
 
+  def check(self, objectives: tuple, key: str) -> Classification:
+    """The task's classification objective this evaluator scores."""
+    candidates = [o for o in objectives if isinstance(o, Classification)]
+    chosen = [o for o in candidates if not self.objective or o.name == self.objective]
+    if len(chosen) != 1:
+      raise ConfigError(f"config.{key}.objective={self.objective!r} must name one "
+                        f"classification objective of task {self.task!r}; valid: "
+                        f"{[o.name for o in candidates]}")
+    return chosen[0]
+
   def build(self, name: str, ctx: EvalContext) -> "ClassificationAccuracy":
     return ClassificationAccuracy(name, self, ctx)
 
@@ -31,13 +41,7 @@ class ClassificationAccuracy:
   def __init__(self, name: str, cfg: ClassificationConfig, ctx: EvalContext):
     self.name, self.cfg, self.ctx = name, cfg, ctx
     self.every_steps = cfg.every_steps
-    candidates = [o for o in ctx.objectives[cfg.task] if isinstance(o, Classification)]
-    chosen = [o for o in candidates if not cfg.objective or o.name == cfg.objective]
-    if len(chosen) != 1:
-      raise ConfigError(f"config.evals.{name}.objective={cfg.objective!r} must name one "
-                        f"classification objective of task {cfg.task!r}; valid: "
-                        f"{[o.name for o in candidates]}")
-    self._obj = obj = chosen[0]
+    self._obj = obj = cfg.check(ctx.objectives[cfg.task], f"evals.{name}")
     self._predict = ctx.jit(lambda model, batch: jnp.argmax(obj.logits(model, batch)[0], -1))
 
   def run(self, params):

@@ -20,6 +20,9 @@ class EvalLossConfig:
   def __post_init__(self):
     check(self.every_steps > 0, "every_steps", "must be a positive integer")
 
+  def check(self, objectives: tuple, key: str) -> None:
+    del objectives, key  # needs nothing of the task's objectives
+
   def build(self, name: str, ctx: EvalContext) -> "EvalLoss":
     return EvalLoss(name, self, ctx)
 

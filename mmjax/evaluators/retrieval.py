@@ -54,6 +54,9 @@ class RetrievalConfig:
     check(self.every_steps > 0, "every_steps", "must be a positive integer")
     check(self.a != self.b, "b", f"a and b are both {self.a!r}; name two modalities")
 
+  def check(self, objectives: tuple, key: str) -> None:
+    del objectives, key  # needs nothing of the task's objectives
+
   def build(self, name: str, ctx: EvalContext) -> "Retrieval":
     return Retrieval(name, self, ctx)
 

@@ -17,6 +17,6 @@ def clamp_params(params):
     if isinstance(v, nnx.Variable):
       bounds = v.get_metadata().get("clamp")
       if bounds is not None:
-        return v.replace(value=jnp.clip(v.value, *bounds))
+        return v.replace(value=jnp.clip(v.get_value(), *bounds))
     return v
   return jax.tree.map(clamp, params, is_leaf=lambda x: isinstance(x, nnx.Variable))
