@@ -12,6 +12,8 @@ from typing import Sequence
 
 import ml_collections
 
+from mmjax.components import field_names
+
 log = logging.getLogger("mmjax.config")
 
 # Section path pattern ('*' matches any one name) -> (module, registry attribute).
@@ -22,22 +24,30 @@ _SECTIONS = {
     ("evals", "*"): ("mmjax.evaluators", "EVALUATORS"),
     ("schedule",): ("mmjax.schedules", "SCHEDULES"),
 }
+# Sections read by one dataclass (no `type`): their fields too may be left to defaults.
+_DATACLASS_SECTIONS = {("model",): ("mmjax.models.spec", "ModelSpec")}
 # Fields the code fills in rather than the recipe.
-_CONTEXT_FIELDS = {"name"}
+_CONTEXT_FIELDS = {"name", "modalities", "heads", "fusion", "ffn"}
 
 
-def _registry(path: Sequence[str]):
+def _lookup(table, path: Sequence[str]):
   import importlib  # registries import jax: only when a section is actually looked up
-  for pattern, (module, attr) in _SECTIONS.items():
+  for pattern, (module, attr) in table.items():
     if len(pattern) == len(path) and all(p in ("*", q) for p, q in zip(pattern, path)):
       return getattr(importlib.import_module(module), attr)
   return None
 
 
 def component_field(path: Sequence[str], field: str) -> bool:
-  """Whether `field` is a settable field of some type of the component section at `path`."""
-  registry = _registry(path)
-  return registry is not None and field not in _CONTEXT_FIELDS and bool(registry.owners(field))
+  """Whether `field` is a settable field of the section at `path` (of some registered type,
+  for a component section)."""
+  if field in _CONTEXT_FIELDS:
+    return False
+  registry = _lookup(_SECTIONS, path)
+  if registry is not None:
+    return bool(registry.owners(field))
+  config_class = _lookup(_DATACLASS_SECTIONS, path)
+  return config_class is not None and field in field_names(config_class)
 
 
 def moved_key(key: str) -> str | None:

@@ -42,7 +42,7 @@ class ClassificationAccuracy:
     self.name, self.cfg, self.ctx = name, cfg, ctx
     self.every_steps = cfg.every_steps
     self._obj = obj = cfg.check(ctx.objectives[cfg.task], f"evals.{name}")
-    self._predict = ctx.jit(lambda model, batch: jnp.argmax(obj.logits(model, batch)[0], -1))
+    self._predict = ctx.jit(lambda model, batch: jnp.argmax(obj.compute_logits(model, batch)[0], -1))
 
   def run(self, params):
     correct = total = 0

@@ -109,7 +109,7 @@ class Embedder(nnx.Module):
   """Tokens for one modality: linear patch projection (or token lookup) + positions + type."""
 
   def __init__(self, spec: ModalitySpec, width: int, *, posemb: str, posemb_std: float,
-               param_dtype, dtype, rngs: nnx.Rngs):
+               param_dtype, dtype, rngs: nnx.Rngs, cls_token: bool = False):
     self.spec = spec
     self.dtype = dtype
     self.posemb = posemb
@@ -131,6 +131,9 @@ class Embedder(nnx.Module):
       raise ValueError(f"model.posemb={posemb!r}; valid: 'learn', 'sincos'")
     self.type_embedding = axes.param(rngs, init_normal(0.02), (width,), ("embed",), param_dtype)
     self.mask_embedding = axes.param(rngs, init_normal(0.02), (width,), ("embed",), param_dtype)
+    self.cls_token = cls_token
+    if cls_token:  # prepended to the tokens; its output is the modality's pooled vector
+      self.cls = axes.param(rngs, init_normal(0.02), (width,), ("embed",), param_dtype)
 
   def __call__(self, x: jax.Array, replace_mask_bn: jax.Array | None = None) -> jax.Array:
     """x: raw modality input -> tokens [B, N, D] in the compute dtype.
@@ -158,4 +161,7 @@ class Embedder(nnx.Module):
     else:
       pos = jnp.asarray(tokenizers.sincos_table(grid, tok.shape[-1]))
     tok = tok + pos.astype(self.dtype)[None] + self.type_embedding[...].astype(self.dtype)
+    if self.cls_token:
+      cls = (self.cls[...] + self.type_embedding[...]).astype(self.dtype)
+      tok = jnp.concatenate([jnp.broadcast_to(cls, (tok.shape[0], 1, tok.shape[-1])), tok], 1)
     return axes.constrain(tok, ("batch", "length", "embed"))

@@ -60,7 +60,8 @@ class MultimodalModel(nnx.Module):
     dt, pdt = dtype_from_name(spec.dtype), dtype_from_name(spec.param_dtype)
     kw = dict(param_dtype=pdt, dtype=dt, rngs=rngs)
     self.embedders = nnx.Dict({
-        m: Embedder(s, spec.width, posemb=spec.posemb, posemb_std=spec.posemb_std, **kw)
+        m: Embedder(s, spec.width, posemb=spec.posemb, posemb_std=spec.posemb_std,
+                    cls_token=spec.pool == "cls", **kw)
         for m, s in spec.modalities.items()})
 
     def make_block(layer: int) -> Block:
@@ -101,12 +102,15 @@ class MultimodalModel(nnx.Module):
       raise ValueError(f"inputs {sorted(unknown)} are not model modalities "
                        f"{sorted(self.spec.modalities)}")
     tokens, infos = {}, {}
+    cls = int(self.spec.pool == "cls")
     for m, modality_id in self.spec.modality_ids.items():
       if m not in inputs:
         continue
       tok = self.embedders[m](inputs[m], replace.get(m))
       b, n = tok.shape[:2]
-      v = valid.get(m, jnp.ones((b, n), bool))
+      v = valid.get(m, jnp.ones((b, n - cls), bool))
+      if cls:
+        v = jnp.concatenate([jnp.ones((b, 1), bool), v], axis=1)
       if m in present:
         v = v & present[m][:, None]
       tokens[m], infos[m] = tok, TokenInfo.for_modality(v, modality_id)
@@ -114,11 +118,18 @@ class MultimodalModel(nnx.Module):
       raise ValueError("encode() needs at least one modality")
     out, aux = self.trunk(tokens, infos)
     masks = {m: infos[m].valid for m in out}
-    pooled = {m: masked_mean(out[m], masks[m]) for m in out}
-    all_tok = jnp.concatenate([out[m] for m in out], axis=1)
-    all_valid = jnp.concatenate([masks[m] for m in out], axis=1)
-    return Encoded(tokens=out, valid=masks, pooled=pooled,
-                   joint=masked_mean(all_tok, all_valid), aux=aux)
+    if cls:  # the CLS outputs are the pooled vectors; the joint one averages them
+      pooled = {m: out[m][:, 0].astype(jnp.float32) for m in out}
+      row_mb = jnp.stack([masks[m][:, 0] for m in out]).astype(jnp.float32)
+      joint = jnp.einsum("mb,mbd->bd", row_mb, jnp.stack([pooled[m] for m in out]))
+      joint = joint / jnp.maximum(row_mb.sum(0), 1.0)[:, None]
+      out = {m: out[m][:, 1:] for m in out}
+      masks = {m: masks[m][:, 1:] for m in masks}
+    else:
+      pooled = {m: masked_mean(out[m], masks[m]) for m in out}
+      joint = masked_mean(jnp.concatenate([out[m] for m in out], axis=1),
+                          jnp.concatenate([masks[m] for m in out], axis=1))
+    return Encoded(tokens=out, valid=masks, pooled=pooled, joint=joint, aux=aux)
 
   def embed_modality(self, inputs, *, valid=None, present=None,
                      modality: str) -> tuple[jax.Array, Aux]:
@@ -130,11 +141,19 @@ class MultimodalModel(nnx.Module):
       pooled = self.projections[modality](pooled)
     return l2_normalize(pooled.astype(jnp.float32)), enc.aux
 
-  def class_logits(self, inputs, *, valid=None, present=None,
-                   head: str) -> tuple[jax.Array, Aux]:
-    """The given modalities encoded jointly -> logits [B,K] of classification head `head`."""
+  def class_logits(self, inputs, *, valid=None, present=None, head: str,
+                   per_modality: bool = False) -> tuple[jax.Array, Aux]:
+    """The given modalities encoded jointly -> logits [B,K] of classification head `head`:
+    of the joint pooled vector, or (per_modality, as MBT) the mean of each present
+    modality's logits."""
     enc = self.encode(inputs, valid=valid, present=present)
-    return self.classifiers[head](enc.joint).astype(jnp.float32), enc.aux
+    classify = lambda v: self.classifiers[head](v).astype(jnp.float32)
+    if not per_modality:
+      return classify(enc.joint), enc.aux
+    row_mb = jnp.stack([enc.valid[m].any(axis=1) for m in enc.pooled]).astype(jnp.float32)
+    logits_mbk = jnp.stack([classify(enc.pooled[m]) for m in enc.pooled])
+    logits = jnp.einsum("mb,mbk->bk", row_mb, logits_mbk) / jnp.maximum(row_mb.sum(0), 1.0)[:, None]
+    return logits, enc.aux
 
   def decode(self, tokens_bnd: jax.Array, modality: str) -> jax.Array:
     return self.decoders[modality](tokens_bnd).astype(jnp.float32)

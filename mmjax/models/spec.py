@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from mmjax.components import check, parse_dataclass
+from mmjax.components import FieldError, check, parse_dataclass
 from mmjax.models.embedders import ModalitySpec
 from mmjax.models.ffn import FFNS
 from mmjax.models.ffn.mlp import MlpConfig
@@ -19,6 +19,7 @@ from mmjax.models.trunks.early import EarlyFusionConfig
 from mmjax.models.trunks.remat import CHOICES as REMATS
 
 POSEMBS = ("learn", "sincos")
+POOLS = ("mean", "cls")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -44,6 +45,9 @@ class ModelSpec:
   dtype: str = "auto"  # compute dtype: "auto" = bfloat16 on accelerators, float32 on CPU
   param_dtype: str = "float32"
   remat: str = "none"  # per block: none | full | save_matmuls (recompute the rest)
+  # How a modality's tokens become one vector: masked mean of its tokens, or a learned
+  # per-modality CLS token prepended to them (its output).
+  pool: str = "mean"
   fusion: Any = EarlyFusionConfig()  # a trunk config (mmjax.models.trunks)
   ffn: Any = MlpConfig()             # a feed-forward config (mmjax.models.ffn)
   heads: Heads = Heads()
@@ -60,7 +64,12 @@ class ModelSpec:
           f"valid: {', '.join(map(repr, DTYPES + ('auto',)))}")
     check(self.param_dtype in DTYPES, "param_dtype", f"valid: {', '.join(map(repr, DTYPES))}")
     check(self.remat in REMATS, "remat", f"valid: {', '.join(map(repr, REMATS))}")
+    check(self.pool in POOLS, "pool", f"valid: {', '.join(map(repr, POOLS))}")
     check(len(self.modalities) > 0, "modalities", "define at least one modality")
+    try:
+      self.fusion.check_model(self.depth, tuple(self.modalities))
+    except FieldError as e:  # reported under model.fusion.<field>
+      raise FieldError(f"fusion.{e.field}", str(e)) from None
 
   @property
   def modality_ids(self) -> dict[str, int]:

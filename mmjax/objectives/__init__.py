@@ -20,9 +20,11 @@ from mmjax.models.spec import Heads
 from mmjax.objectives.classification import Classification
 from mmjax.objectives.contrastive import Contrastive
 from mmjax.objectives.masked import Masked
+from mmjax.objectives.matching import Matching
 
 OBJECTIVES = Registry("objective", {
-    "contrastive": Contrastive, "classification": Classification, "masked": Masked})
+    "contrastive": Contrastive, "classification": Classification, "masked": Masked,
+    "matching": Matching})
 
 
 def make_objective(name: str, cfg: Mapping, modality_kinds: Mapping[str, str],

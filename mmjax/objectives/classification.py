@@ -11,6 +11,9 @@ from mmjax.models.spec import Heads
 from mmjax.objectives import base
 
 
+LOGITS = ("joint", "modality_mean")
+
+
 def softmax_xent(logits_bk, labels_b):
   logp = jax.nn.log_softmax(logits_bk, axis=-1)
   return -jnp.take_along_axis(logp, labels_b[:, None], axis=-1)[:, 0]
@@ -22,6 +25,8 @@ class Classification:
 
   head: the classifier's name; "" = the label key, so objectives on one label share a
   classifier unless they name their own, and renaming the objective keeps its head.
+  logits: "joint" classifies the joint pooled vector; "modality_mean" averages the logits
+  of each present modality's pooled vector (MBT).
   """
   name: str
   inputs: tuple[str, ...] = ()
@@ -29,8 +34,10 @@ class Classification:
   num_classes: int = 0
   weight: float = 1.0
   head: str = ""
+  logits: str = "joint"
 
   def __post_init__(self):
+    check(self.logits in LOGITS, "logits", f"valid: {', '.join(map(repr, LOGITS))}")
     check(isinstance(self.num_classes, int) and self.num_classes >= 2, "num_classes",
           "need >= 2")
     check(len(self.inputs) > 0, "inputs", "is empty; name the modalities to fuse")
@@ -52,14 +59,15 @@ class Classification:
   def heads(self):
     return Heads(class_heads={self.head_name: self.num_classes})
 
-  def logits(self, model, batch):
+  def compute_logits(self, model, batch):
     """(logits [B,K], aux) of this objective's head."""
     inputs, valid, present = base.model_inputs(batch, self.modalities)
-    return model.class_logits(inputs, valid=valid, present=present, head=self.head_name)
+    return model.class_logits(inputs, valid=valid, present=present, head=self.head_name,
+                              per_modality=self.logits == "modality_mean")
 
   def __call__(self, model, batch, rng):
     del rng
-    logits, aux = self.logits(model, batch)
+    logits, aux = self.compute_logits(model, batch)
     labels = batch[self.label]
     loss = softmax_xent(logits, labels).mean()
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}, aux

@@ -4,10 +4,14 @@ A trunk's config builds it with `build(depth=, width=, make_block=, remat=, moda
 param_dtype=, dtype=, rngs=)`, where `make_block(layer)` returns one transformer block
 (attention + that layer's feed-forward). The trunk is called as
 `trunk(tokens, infos) -> (tokens, Aux)` with {modality: [B,N,D]} tokens and
-{modality: TokenInfo}, in the model's modality order. To add one: a new file with a frozen
+{modality: TokenInfo}, in the model's modality order. A trunk config also checks itself
+against the model (`check_model(depth, modalities)`) and lists the attention sequences one
+forward pass runs (`layer_sequences(lengths, depth)`, for FLOP accounting). To add one: a new file with a frozen
 dataclass config (defaults + checks) and its module, and one line in TRUNKS.
 """
 from mmjax.components import Registry
+from mmjax.models.trunks.bottleneck import BottleneckFusionConfig, LateFusionConfig
 from mmjax.models.trunks.early import EarlyFusionConfig
 
-TRUNKS = Registry("fusion", {"early": EarlyFusionConfig})
+TRUNKS = Registry("fusion", {
+    "early": EarlyFusionConfig, "bottleneck": BottleneckFusionConfig, "late": LateFusionConfig})

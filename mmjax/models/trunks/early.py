@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +18,13 @@ from mmjax.models.trunks.remat import block_applier
 @dataclasses.dataclass(frozen=True)
 class EarlyFusionConfig:
   """No settings of its own: width, depth, heads and remat are the model's."""
+
+  def check_model(self, depth: int, modalities) -> None:
+    del depth, modalities  # any depth and modalities
+
+  def layer_sequences(self, lengths: Mapping[str, int], depth: int) -> list[list[int]]:
+    """One sequence of all the pass's tokens at every layer."""
+    return [[sum(lengths.values())] for _ in range(depth)]
 
   def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
             remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
