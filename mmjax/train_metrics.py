@@ -79,7 +79,7 @@ def perf_metrics(costs: list[StepCost], seconds: float, peak_flops_per_s: float)
 class Accounting:
   """Cumulative examples, tokens and FLOPs of the run, exact across resumes.
 
-  Which task trained at each step is a function of (seed, step) (TaskSchedule), and a
+  Which task trained at each step is a function of (config, step) (mmjax.schedules), and a
   task's batch shapes are fixed by its config: the steps before a resume are counted by
   replaying the schedule, with each task's cost as soon as this process has seen its
   first batch (one step of it, at most a few steps into a multi-task run).

@@ -216,7 +216,8 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     if start_step is not None:
       state, data_states = ckpt.restore(start_step, abstract_sh)
       log.info("resumed from %s/%d", ckpt.directory, start_step)
-      if halt and int(state.first_bad_step) >= 0:  # recorded by an earlier nan_policy=skip run
+      # A bad step recorded by an earlier nan_policy=skip run must not freeze this one.
+      if halt and int(jax.device_get(state.first_bad_step)) >= 0:
         state = state.replace(first_bad_step=jax.device_put(
             jnp.full((), -1, jnp.int32), state_sh.first_bad_step))
     else:
@@ -237,7 +238,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
 
   def check_finite() -> None:
     """Under nan_policy=halt, raises naming the first non-finite step (a scalar fetch)."""
-    bad = int(state.first_bad_step) if halt else -1
+    bad = int(jax.device_get(state.first_bad_step)) if halt else -1
     if bad < 0:
       return
     records = fetched + window.fetch()  # the bad step's values, if still in memory
@@ -307,8 +308,9 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     logged.update({f"perf/{t}/flops_per_step": c.flops for t, c in accounting.cost.items()})
     logged.update(accounting.totals())
     logged.update({"model/params": float(n_params),
-                   "train/learning_rate": float(schedule_fn(step - 1)),
-                   "train/skipped_steps": float(state.skipped_steps), **clock.report()})
+                   "train/learning_rate": float(jax.device_get(schedule_fn(step - 1))),
+                   "train/skipped_steps": float(jax.device_get(state.skipped_steps)),
+                   **clock.report()})
     writer.write(step, logged)
     if is_main:
       workdir_lib.write_json(os.path.join(workdir, "accounting.json"), dict(
