@@ -43,6 +43,7 @@ def get_config(variant=None):
   c.progress = not tiny         # a progress bar on stderr
   c.watchdog_timeout_s = 600    # end the job if no step completes this long (0 = off)
   c.prefetch_batches = 2        # input read ahead in a thread (0 = off); exact resume either way
+  c.stop_check_every_steps = 10  # processes agree on a stop signal every this many steps
 
   c.model = mlc.ConfigDict(dict(
       width=32 if tiny else 128,

@@ -151,6 +151,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _positive_int(config, key)
   _need(config.get("watchdog_timeout_s", 0) >= 0,
         f"config.watchdog_timeout_s={config.get('watchdog_timeout_s')}: must be >= 0 (0 = off)")
+  stop_every = config.get("stop_check_every_steps", 10)  # absent from older configs
+  _need(isinstance(stop_every, int) and not isinstance(stop_every, bool) and stop_every > 0,
+        f"config.stop_check_every_steps={stop_every!r}: must be a positive integer")
   prefetch = config.get("prefetch_batches", 0)
   _need(isinstance(prefetch, int) and prefetch >= 0,
         f"config.prefetch_batches={prefetch!r}: must be an integer >= 0")

@@ -22,7 +22,7 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
   import jax
   from mmjax import build, config as config_lib, evaluators, optim, sharding
   from mmjax import workdir as workdir_lib
-  from mmjax.checkpoint import Checkpointer, CheckpointError
+  from mmjax.checkpoint import Checkpointer, CheckpointError, bytes_read
   from mmjax.trainer import abstract_train_state, with_shardings
 
   config = workdir_lib.read_config(workdir)
@@ -43,15 +43,24 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
     spec = build.model_spec(config, objectives)
     optimizer = optim.make_optimizer(config.optim, config.total_steps)
     graphdef, _, abstract = abstract_train_state(config, spec, optimizer)
-    state, _ = ckpt.restore(step, with_shardings(abstract, sharding.state_shardings(abstract, mesh)))
+    abstract_sh = with_shardings(abstract, sharding.state_shardings(abstract, mesh))
+    read_before = bytes_read()
+    params = ckpt.restore_params(step, abstract_sh.params)  # no optimizer state
+    read = bytes_read()
   finally:
     ckpt.close()
   ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh, tasks=config.tasks,
                                objectives=objectives,
                                batch_size=config.eval_batch_size)
-  results = {"step": step}
+  # Bytes read from disk (files, with Orbax's metadata), else the bytes restored.
+  param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract.params))
+  restored = (read - read_before if read is not None and read_before is not None
+              else sum(x.nbytes for x in jax.tree.leaves(params)))
+  results = {"step": step, "restore/bytes": float(restored),
+             "restore/param_bytes": float(param_bytes),
+             "restore/bytes_over_param_bytes": restored / param_bytes}
   for ev in evaluators.make_evaluators(config.evals, ctx):
-    results.update(ev.run(state.params))
+    results.update(ev.run(params))
   workdir_lib.write_json(os.path.join(workdir_lib.eval_dir(workdir), f"step_{step}.json"), results)
   return results
 

@@ -74,11 +74,15 @@ def loss_and_grads(graphdef, objectives, params, batch, rng, microbatches: int):
   return jax.tree.map(lambda x: x / microbatches, total)
 
 
-def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: int = 1):
+def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: int = 1,
+                    freeze_after_nonfinite: bool = False):
   """(state, batch) -> (state, metrics). A non-finite loss or gradient never updates state:
 
   the update is dropped, `first_bad_step` remembers where it happened, and the host
-  decides (config.nan_policy) whether to halt or carry on.
+  decides (config.nan_policy) whether to halt or carry on. The host looks only every few
+  steps (no per-step sync); with `freeze_after_nonfinite` (nan_policy=halt) no update is
+  applied after the first bad step either, so until the host notices, the state stays
+  the one of the last good step.
   """
   def train_step(state: TrainState, batch):
     rng = step_rng(seed, state.step)
@@ -88,14 +92,15 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = clamp_params(optax.apply_updates(state.params, updates))
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    apply = finite & (state.first_bad_step < 0) if freeze_after_nonfinite else finite
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)
     new_state = TrainState(
         step=state.step + 1,
         params=keep(params, state.params),
         opt_state=keep(opt_state, state.opt_state),
         first_bad_step=jnp.where(~finite & (state.first_bad_step < 0), state.step,
                                  state.first_bad_step),
-        skipped_steps=state.skipped_steps + (~finite).astype(jnp.int32))
+        skipped_steps=state.skipped_steps + (~apply).astype(jnp.int32))
     metrics = dict(metrics, grad_norm=grad_norm, finite=finite.astype(jnp.float32))
     return new_state, metrics
 

@@ -1,5 +1,11 @@
 """The training loop, top to bottom: Mesh, Model, Shard & init, Input, Update step,
 Checkpoint, Evals, Loop. `mmjax.train` is the command line around `train()`.
+
+The loop itself only takes a batch, runs the compiled step and calls the hooks; periodic
+work (logging, checkpointing, evaluation, the watchdog, the cross-process stop agreement)
+is registered as hooks with a period (mmjax/hooks.py). Nothing waits for the device in
+the steady state: metrics are fetched at log steps, and a non-finite step is found from
+the state's `first_bad_step` at log steps and before every save.
 """
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import sys
 import time
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 from flax import nnx
 
 from mmjax import aot, build, distributed, evaluators, optim, perf, schedules, sharding
@@ -19,15 +25,20 @@ from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.config import ConfigError
 from mmjax.errors import MmjaxError
 from mmjax.data.prefetch import Prefetcher
+from mmjax.hooks import Hooks
 from mmjax.metrics_writer import MetricsWriter
 from mmjax.models import axes
-from mmjax.models.model import build_model
+from mmjax.models.model import build_model, dtype_from_name
 from mmjax.objectives.base import missing_inputs
+from mmjax.scaling import flops as flops_lib
+from mmjax.train_metrics import Accounting, MetricWindow, StepCost, mean_metrics, perf_metrics
 from mmjax.train_step import init_state, make_train_step
 from mmjax.wallclock import WallClock
 from mmjax.watchdog import StepWatchdog
 
 log = logging.getLogger("mmjax.train")
+
+STOP_CHECK_EVERY_STEPS = 10  # default of config.stop_check_every_steps (older configs lack it)
 
 
 class NonFiniteError(MmjaxError, FloatingPointError):
@@ -35,7 +46,7 @@ class NonFiniteError(MmjaxError, FloatingPointError):
 
 
 class StopRequested:
-  """Turns SIGTERM/SIGINT into a flag the loop checks after each step (save, then exit)."""
+  """Turns SIGTERM/SIGINT into a flag the loop's stop agreement reads (save, then exit)."""
 
   def __init__(self):
     self.signum = None
@@ -67,6 +78,15 @@ def save_failed(error: Exception, ckpt: Checkpointer) -> str:
           f"cause (disk space, permissions) and rerun the same command to resume.")
 
 
+def nonfinite_message(step: int, task: str, metrics: dict | None, last_good: int | None) -> str:
+  values = f", loss={metrics['loss']}, grad_norm={metrics['grad_norm']}" if metrics else ""
+  saved = (f"last good checkpoint: step {last_good}" if last_good is not None
+           else "no checkpoint exists yet")
+  return (f"non-finite loss or gradient at step {step} (task {task!r}{values}); no update was "
+          f"applied from it on and no checkpoint was written after it ({saved}). Lower "
+          f"optim.learning_rate, or set --config.nan_policy=skip to drop such steps.")
+
+
 def abstract_train_state(config, spec, optimizer):
   """(graphdef, init function, abstract TrainState) without allocating anything."""
   graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(spec, config.seed)))
@@ -86,18 +106,8 @@ def batch_signature(batch) -> tuple:
   return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
 
 
-def _mean_metrics(rows: list[dict]) -> dict:
-  keys = rows[0].keys()
-  return {k: float(np.mean([r[k] for r in rows if k in r])) for k in keys}
-
-
-def train(config, workdir: str, *, compile_only: bool = False) -> dict:
-  """Trains (or resumes) into `workdir`; returns the last logged and eval metrics."""
-  clock = WallClock()
-  is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
-
-  # ------------------------------------------------------------------ Mesh
+def checked_mesh(config):
+  """The configured mesh, refused early when the model or a batch does not split over it."""
   try:
     mesh = sharding.make_mesh(config.mesh)
   except ValueError as e:
@@ -112,6 +122,23 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     if task.batch_size % data_parallel:
       raise ConfigError(f"config.tasks.{name}.batch_size={task.batch_size} is not divisible by "
                        f"the data-parallel size {data_parallel} (mesh {dict(mesh.shape)})")
+  return mesh
+
+
+def train(config, workdir: str, *, compile_only: bool = False, iterators: dict | None = None
+          ) -> dict:
+  """Trains (or resumes) into `workdir`; returns the last logged and eval metrics.
+
+  iterators: optional {task: iterator of host-local numpy batches} to train on instead of
+  the tasks' data pipelines (benchmarks, tests); each needs get_state()/set_state() for
+  checkpoints (mmjax.data.memory.InMemoryIterator has them).
+  """
+  clock = WallClock()
+  is_main = jax.process_index() == 0
+  os.makedirs(workdir, exist_ok=True)
+
+  # ------------------------------------------------------------------ Mesh
+  mesh = checked_mesh(config)
 
   # ------------------------------------------------------------------ Model
   objectives = build.task_objectives(config)
@@ -119,7 +146,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
   schedule_fn = optim.learning_rate_schedule(config.optim, config.total_steps)
   graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)
-  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  n_params = flops_lib.param_count(abstract.params)
 
   # ------------------------------------------------------------------ Shard & init
   try:
@@ -132,43 +159,53 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   abstract_sh = with_shardings(abstract, state_sh)
 
   # ------------------------------------------------------------------ Input
-  from mmjax.data import pipeline  # the data stack is only needed once training starts
-  iterators = {}
-  with clock("data"):
-    for name, task in config.tasks.items():
-      iterators[name] = pipeline.make_train_iterator(
+  if iterators is None:
+    from mmjax.data import pipeline  # the data stack is only needed once training starts
+    with clock("data"):
+      iterators = {name: pipeline.make_train_iterator(
           task.data, batch_size=task.batch_size, seed=config.seed,
           process_index=jax.process_index(), process_count=jax.process_count())
+          for name, task in config.tasks.items()}
   schedule = schedules.make_schedule(config)
 
   # ------------------------------------------------------------------ Update step
   compiled_steps: dict = {}
-  step_flops: dict = {}
+  halt = config.nan_policy == "halt"
 
   def compiled_step(task: str, batch):
+    """(compiled step, StepCost) for the task at this batch's shapes; compiled once."""
     key = (task, batch_signature(batch))
     if key not in compiled_steps:
       for o in objectives[task]:
         problem = missing_inputs(o.batch_keys(), batch.keys(), o.name, task)
         if problem:
           raise ConfigError(problem)
-      fn = make_train_step(graphdef, objectives[task], optimizer, config.seed,
-                           config.tasks[task].microbatches)
+      microbatches = config.tasks[task].microbatches
+      fn = make_train_step(graphdef, objectives[task], optimizer, config.seed, microbatches,
+                           freeze_after_nonfinite=halt)
       with clock("compile"), axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
         jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
-        compiled_steps[key] = jitted.lower(abstract_sh, batch).compile()
-      step_flops[key] = perf.compiled_flops(compiled_steps[key])
-      log.info("compiled the step of task %r for %s", task, dict((k, s) for k, s, _ in key[1]))
-    return compiled_steps[key], step_flops[key]
+        compiled = jitted.lower(abstract_sh, batch).compile()
+      shapes = {k: v.shape for k, v in batch.items()}
+      cost = StepCost(
+          examples=int(config.tasks[task].batch_size),
+          tokens=flops_lib.tokens_per_step(spec, objectives[task], shapes),
+          flops=flops_lib.train_step_flops(spec, objectives[task], shapes, microbatches))
+      compiled_steps[key] = (compiled, cost)
+      log.info("compiled the step of task %r for %s: %.4g model FLOPs", task,
+               dict((k, s) for k, s, _ in key[1]), cost.flops)
+    return compiled_steps[key]
 
   if compile_only:
     out = {}
     for name in config.tasks:
       batch = sharding.global_batch(next(iterators[name]), mesh)
-      compiled, flops = compiled_step(name, batch)
-      out[name] = dict(aot.memory_report(abstract_sh, compiled), flops=flops)
+      compiled, cost = compiled_step(name, batch)
+      xla_flops = perf.compiled_flops(compiled)  # per device, as XLA counts it
+      out[name] = dict(aot.memory_report(abstract_sh, compiled), flops=xla_flops,
+                       analytic_flops=cost.flops)
       if is_main:
-        print(aot.format_report(name, out[name], flops), file=sys.stderr)
+        print(aot.format_report(name, out[name], xla_flops), file=sys.stderr)
     return out
 
   # ------------------------------------------------------------------ Checkpoint
@@ -179,6 +216,10 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     if start_step is not None:
       state, data_states = ckpt.restore(start_step, abstract_sh)
       log.info("resumed from %s/%d", ckpt.directory, start_step)
+      # A bad step recorded by an earlier nan_policy=skip run must not freeze this one.
+      if halt and int(jax.device_get(state.first_bad_step)) >= 0:
+        state = state.replace(first_bad_step=jax.device_put(
+            jnp.full((), -1, jnp.int32), state_sh.first_bad_step))
     else:
       # Created directly with its final shardings: never materialised on one device.
       state = jax.jit(init_fn, out_shardings=state_sh)()
@@ -195,6 +236,27 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     if config.prefetch_batches:
       iterators = {n: Prefetcher(it, config.prefetch_batches) for n, it in iterators.items()}
 
+  def check_finite() -> None:
+    """Under nan_policy=halt, raises naming the first non-finite step (a scalar fetch)."""
+    bad = int(jax.device_get(state.first_bad_step)) if halt else -1
+    if bad < 0:
+      return
+    records = fetched + window.fetch()  # the bad step's values, if still in memory
+    row = next((r.metrics for r in records if r.step == bad), None)
+    try:
+      ckpt.wait()  # saves still in flight hold good states (each was checked before)
+    except Exception:  # reported by the save hook's own error path; the NaN is the news
+      pass
+    raise NonFiniteError(nonfinite_message(bad, schedule.task_at(bad), row, ckpt.latest_step()))
+
+  def save(at_step: int) -> None:
+    check_finite()  # never write a checkpoint after a bad step
+    with clock("checkpoint"), watchdog.paused():
+      try:
+        ckpt.save(at_step, state, {n: it.get_state() for n, it in iterators.items()})
+      except Exception as e:  # includes the error of an earlier background save
+        raise CheckpointError(save_failed(e, ckpt)) from e
+
   # ------------------------------------------------------------------ Evals
   ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh, tasks=config.tasks,
                                objectives=objectives, batch_size=config.eval_batch_size,
@@ -202,117 +264,118 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
                                process_count=jax.process_count())
   evals = evaluators.make_evaluators(config.evals, ctx)
 
-  def run_evals(step: int, final: bool) -> dict:
+  def run_evals(step: int, which) -> None:
     results = {}
-    for ev in evals:
-      if final or step % ev.every_steps == 0:
-        with clock("eval"), watchdog.paused():
-          results.update(ev.run(state.params))
-    return results
+    for ev in which:
+      with clock("eval"), watchdog.paused():
+        results.update(ev.run(state.params))
+    if results:
+      writer.write(step, results)
+      logged.update(results)
 
   # ------------------------------------------------------------------ Loop
   writer = MetricsWriter(workdir, enabled=is_main)
-  peak = perf.matmul_flops_per_s(seconds=0.5) * jax.local_device_count() if is_main else 0.0
   step = int(start_step or 0)
   last_saved = start_step
-  window: list[dict] = []
-  window_start, window_steps, window_examples, window_flops = time.perf_counter(), 0, 0, 0.0
-  logged: dict = {}
+  window, fetched, logged = MetricWindow(), [], {}
+  accounting = Accounting(schedule, step)
+  with clock("peak"):  # only process 0 writes metrics
+    dtype = jnp.dtype(dtype_from_name(spec.dtype)).name
+    peak = perf.job_peak(jax.devices(), dtype, jax.process_count()) if is_main else None
+  # Throughput windows leave out compiling and evaluating (one-off or not training).
+  not_stepping = lambda: clock.totals.get("compile", 0.0) + clock.totals.get("eval", 0.0)
+  window_start, window_excluded = time.perf_counter(), not_stepping()
+  stop, stopping = StopRequested(), False
+  watchdog = StepWatchdog(config.watchdog_timeout_s, jax.process_index(),
+                          jax.process_count()).start()
   bar = None
   if is_main and config.progress:
     from tqdm import tqdm
     bar = tqdm(total=config.total_steps, initial=step, unit="step", dynamic_ncols=True)
 
-  def save(at_step: int):
-    if int(state.first_bad_step) >= 0 and config.nan_policy == "halt":
-      return  # never write a checkpoint after a bad step (it is not reached; defensive)
-    with clock("checkpoint"), watchdog.paused():
-      try:
-        ckpt.save(at_step, state, {n: it.get_state() for n, it in iterators.items()})
-      except Exception as e:  # includes the error of an earlier background save
-        raise CheckpointError(save_failed(e, ckpt)) from e
+  def write_log(step: int) -> None:
+    nonlocal fetched, window_start, window_excluded, logged
+    with clock("step"):  # waiting here for the device is the steps' time
+      fetched = window.fetch()
+    check_finite()
+    bad = [r.step for r in fetched if not r.metrics["finite"]]
+    if bad:
+      log.warning("non-finite loss or gradient at steps %s: updates skipped (nan_policy=skip)",
+                  bad)
+    dt = time.perf_counter() - window_start - (not_stepping() - window_excluded)
+    logged = mean_metrics(fetched)
+    logged.update(perf_metrics(window.take_costs(), dt, peak.flops_per_s if peak else 0.0))
+    logged.update({f"perf/{t}/flops_per_step": c.flops for t, c in accounting.cost.items()})
+    logged.update(accounting.totals())
+    logged.update({"model/params": float(n_params),
+                   "train/learning_rate": float(jax.device_get(schedule_fn(step - 1))),
+                   "train/skipped_steps": float(jax.device_get(state.skipped_steps)),
+                   **clock.report()})
+    writer.write(step, logged)
+    if is_main:
+      workdir_lib.write_json(os.path.join(workdir, "accounting.json"), dict(
+          step=step, tasks=accounting.summary(), peak_source=peak.source,
+          **{k: logged[k] for k in ("model/params", "train/examples", "train/tokens",
+                                    "perf/flops", "perf/peak_flops_per_s")}))
+    if bar is not None:
+      bar.set_postfix(loss=f"{logged.get(f'train/{fetched[-1].task}/loss', float('nan')):.3f}",
+                      ex_s=f"{logged['perf/examples_per_s']:.0f}",
+                      mfu=f"{logged['perf/mfu']:.0%}", refresh=False)
+    window_start, window_excluded = time.perf_counter(), not_stepping()
 
-  log.info("model: %s params; mesh %s; %d tasks; from step %d to %d", f"{n_params:,}",
-           dict(mesh.shape), len(config.tasks), step, config.total_steps)
-  stop = StopRequested()
-  watchdog = StepWatchdog(config.watchdog_timeout_s, jax.process_index(),
-                          jax.process_count()).start()
+  def save_hook(step: int) -> None:
+    nonlocal last_saved
+    save(step)
+    last_saved = step
+
+  def agree_on_stop(step: int) -> None:
+    # A signal reaches the processes at slightly different steps; all must stop at the
+    # same one, or one would wait forever in a collective the others never enter. So the
+    # processes agree at fixed steps, every few steps (a collective costs a round trip).
+    nonlocal stopping
+    stopping = distributed.any_process(bool(stop))
+
+  hooks = Hooks(last_step=config.total_steps)
+  hooks.add("watchdog", 1, watchdog.step_done)
+  if bar is not None:
+    hooks.add("progress", 1, lambda _: bar.update(1))
+  hooks.add("log", config.log_every_steps, write_log)
+  hooks.add("checkpoint", config.checkpoint.every_steps, save_hook)
+  for every in sorted({ev.every_steps for ev in evals}):  # one metrics row per period
+    due = [ev for ev in evals if ev.every_steps == every]
+    # The last step's evals run after the final save (below).
+    hooks.add(f"evals/{every}", every, lambda s, due=due: run_evals(s, due), at_last_step=False)
+  hooks.add("stop", config.get("stop_check_every_steps", STOP_CHECK_EVERY_STEPS), agree_on_stop)
+
+  log.info("model: %s params; mesh %s; %d tasks; from step %d to %d; peak %.4g FLOP/s (%s)",
+           f"{n_params:,}", dict(mesh.shape), len(config.tasks), step, config.total_steps,
+           peak.flops_per_s if peak else 0.0, peak.source if peak else "process 0 measures")
   try:
     with stop:
-      stopping = False
-      while step < config.total_steps:
-        # A signal reaches the processes at slightly different steps; all must stop at the
-        # same one, or one would wait forever in a collective the others never enter.
-        stopping = distributed.any_process(bool(stop))
-        if stopping:
-          break
+      while step < config.total_steps and not stopping:
         task = schedule.task_at(step)
         with clock("data"):
-          local = next(iterators[task])
-          batch = sharding.global_batch(local, mesh)
+          batch = sharding.global_batch(next(iterators[task]), mesh)
         with watchdog.paused():
-          compiled, flops = compiled_step(task, batch)
+          compiled, cost = compiled_step(task, batch)
         with clock("step"):
           state, metrics = compiled(state, batch)
-          metrics = jax.device_get(metrics)
+        window.add(step, task, metrics, cost)
+        accounting.record(task, cost)
         step += 1
-        watchdog.step_done(step)
-        if not metrics["finite"]:
-          bad = f"non-finite loss or gradient at step {step - 1} (task {task!r}, " \
-                f"loss={metrics['loss']}, grad_norm={metrics['grad_norm']})"
-          if config.nan_policy == "halt":
-            raise NonFiniteError(
-                f"{bad}; the update was not applied and no checkpoint was written after it "
-                f"(last good: step {last_saved}). Lower optim.learning_rate, or set "
-                f"--config.nan_policy=skip to drop such steps.")
-          log.warning("%s: update skipped (nan_policy=skip)", bad)
-        window.append({f"train/{task}/{k}": v for k, v in metrics.items()})
-        window_steps += 1
-        window_examples += config.tasks[task].batch_size
-        window_flops += flops
-        if bar is not None:
-          bar.update(1)
-
-        if step % config.log_every_steps == 0 or step == config.total_steps:
-          dt = time.perf_counter() - window_start
-          logged = _mean_metrics(window)
-          logged.update({
-              "train/learning_rate": float(schedule_fn(step - 1)),
-              "perf/steps_per_s": window_steps / dt,
-              "perf/examples_per_s": window_examples / dt,
-              "perf/mfu": (window_flops / dt / peak) if peak else 0.0,
-              "train/skipped_steps": float(state.skipped_steps),
-              **clock.report()})
-          writer.write(step, logged)
-          if bar is not None:
-            bar.set_postfix(loss=f"{logged.get(f'train/{task}/loss', float('nan')):.3f}",
-                            ex_s=f"{logged['perf/examples_per_s']:.0f}",
-                            mfu=f"{logged['perf/mfu']:.0%}", refresh=False)
-          window, window_steps, window_examples, window_flops = [], 0, 0, 0.0
-          window_start = time.perf_counter()
-        if step % config.checkpoint.every_steps == 0 or step == config.total_steps:
-          save(step)
-          last_saved = step
-        if step < config.total_steps:
-          results = run_evals(step, final=False)
-          if results:
-            writer.write(step, results)
-            logged.update(results)
+        hooks.after_step(step)
       if stopping:
         log.warning("signal %s: saving step %d and exiting; rerun the same command to resume",
                     stop.signum or "(received by another process)", step)
         if last_saved != step:
-          save(step)
-          last_saved = step
+          save_hook(step)
     with clock("checkpoint"):
       try:
         ckpt.wait()  # a failed background save raises here, never silently
       except Exception as e:
         raise CheckpointError(save_failed(e, ckpt)) from e
     if step >= config.total_steps and not stopping:
-      results = run_evals(step, final=True)
-      writer.write(step, results)
-      logged.update(results)
+      run_evals(step, evals)
     if is_main:
       log.info("time: %s", clock.summary())
     writer.write(step, clock.report())

@@ -1,0 +1,107 @@
+"""Trainer overhead: the full trainer loop against a bare loop over the same compiled step.
+
+  python benchmarks/trainer_overhead.py [--steps 300] [--batch 16]
+
+The tiny recipe's model at batch 16 on CPU (one device), fed from a pre-filled in-memory
+iterator. The trainer runs with the default recipe's hook periods (log every 25 steps,
+checkpoint every 200, stop agreement every 10, watchdog and input prefetch on; evals
+removed: they are not training); its steps/s is read from its own metrics.jsonl, over the
+log windows after the first (which holds the compile). The bare loop calls the compiled
+step of the same program (built by the same functions, same shardings, donated state)
+on the same batches, each put on the device as the trainer does, and waits once at the
+end. Bare runs before and after the trainer; their mean is the reference.
+Prints a table, then (last line) one JSON object: {"ratio": trainer/bare steps/s, ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+from report import print_figures  # noqa: E402
+import ml_collections  # noqa: E402
+
+from mmjax import build, config as config_lib, optim, sharding, trainer  # noqa: E402
+from mmjax.data.memory import InMemoryIterator, synthetic_batch  # noqa: E402
+from mmjax.models import axes  # noqa: E402
+from mmjax.train_step import make_train_step  # noqa: E402
+
+TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    "configs", "mm_world.py") + ":tiny"
+
+
+def overhead_config(steps: int, batch: int):
+  config = config_lib.load(TINY, [
+      f"total_steps={steps}", "log_every_steps=25", "checkpoint.every_steps=200",
+      f"tasks.default.batch_size={batch}", "mesh.data=1", "optim.warmup_steps=2"])
+  with config.unlocked():
+    config.evals = ml_collections.ConfigDict()
+  return config
+
+
+def batches_for(config, n: int = 8) -> list[dict]:
+  task = config.tasks.default
+  return [synthetic_batch(config.model.modalities, task.batch_size, seed=i) for i in range(n)]
+
+
+def bare_steps_per_s(config, batches, steps: int) -> float:
+  mesh = sharding.make_mesh(config.mesh, devices=jax.devices()[:1])
+  objectives = build.task_objectives(config)
+  spec = build.model_spec(config, objectives)
+  optimizer = optim.make_optimizer(config.optim, config.total_steps)
+  graphdef, init_fn, abstract = trainer.abstract_train_state(config, spec, optimizer)
+  rules = sharding.rules_from_config(config.sharding.rules)
+  state_sh = sharding.state_shardings(abstract, mesh, rules)
+  fn = make_train_step(graphdef, objectives["default"], optimizer, config.seed,
+                       freeze_after_nonfinite=True)
+  first = sharding.global_batch(batches[0], mesh)
+  with axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
+    jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
+    compiled = jitted.lower(trainer.with_shardings(abstract, state_sh), first).compile()
+  state = jax.jit(init_fn, out_shardings=state_sh)()
+  state, metrics = compiled(state, first)
+  jax.block_until_ready(metrics)
+  t0 = time.perf_counter()
+  for i in range(steps):
+    state, metrics = compiled(state, sharding.global_batch(batches[i % len(batches)], mesh))
+  jax.block_until_ready((state, metrics))
+  return steps / (time.perf_counter() - t0)
+
+
+def trainer_steps_per_s(config, batches) -> float:
+  with tempfile.TemporaryDirectory() as workdir:
+    trainer.train(config, workdir, iterators={"default": InMemoryIterator(batches)})
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      rows = [json.loads(line) for line in f if "perf/steps_per_s" in line]
+  windows = rows[1:]  # the first window holds the compile
+  steps = sum(b["step"] - a["step"] for a, b in zip(rows, rows[1:]))
+  seconds = sum((b["step"] - a["step"]) / b["perf/steps_per_s"] for a, b in zip(rows, windows))
+  return steps / seconds
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--steps", type=int, default=300)
+  p.add_argument("--batch", type=int, default=16)
+  a = p.parse_args()
+  config = overhead_config(a.steps, a.batch)
+  batches = batches_for(config)
+  bare_before = bare_steps_per_s(config, batches, a.steps)
+  full = trainer_steps_per_s(config, batches)
+  bare_after = bare_steps_per_s(config, batches, a.steps)
+  bare = (bare_before + bare_after) / 2
+  fig = {"device": jax.devices()[0].device_kind, "batch": a.batch, "steps": a.steps,
+         "bare_steps_per_s_before": bare_before, "bare_steps_per_s_after": bare_after,
+         "trainer_steps_per_s": full, "ratio": full / bare}
+  print_figures(fig)
+
+
+if __name__ == "__main__":
+  main()

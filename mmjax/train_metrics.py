@@ -1,0 +1,111 @@
+"""What the trainer logs: per-task metric windows kept on device, and the run's accounting.
+
+The train step's metrics stay on device until a log step fetches the whole window at once
+(the only device->host transfer of the steady state). Examples, tokens and model FLOPs
+are counted on the host from each step's batch shapes, so counting costs no sync.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+
+import jax
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class StepCost:
+  """What one step of a task (at its batch shapes) processes and costs."""
+  examples: int
+  tokens: int
+  flops: float  # analytic model FLOPs (mmjax/scaling/flops.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class StepRecord:
+  step: int      # the step's index (0-based: the step that took the state from step to step+1)
+  task: str
+  metrics: dict  # device arrays until fetched, then floats
+
+
+class MetricWindow:
+  """The steps since the last log step."""
+
+  def __init__(self):
+    self.records: list[StepRecord] = []
+    self.costs: list[StepCost] = []
+
+  def add(self, step: int, task: str, metrics: dict, cost: StepCost) -> None:
+    self.records.append(StepRecord(step, task, metrics))
+    self.costs.append(cost)
+
+  def fetch(self) -> list[StepRecord]:
+    """The window's records with host values (one transfer), and a fresh window."""
+    host = jax.device_get([r.metrics for r in self.records])
+    out = [StepRecord(r.step, r.task, {k: float(v) for k, v in m.items()})
+           for r, m in zip(self.records, host)]
+    self.records = []
+    return out
+
+  def take_costs(self) -> list[StepCost]:
+    costs, self.costs = self.costs, []
+    return costs
+
+
+def mean_metrics(records: list[StepRecord]) -> dict:
+  """{'train/<task>/<metric>': mean over the steps of that task}: each task keeps its own
+  keys, whichever task came first in the window."""
+  values: dict[str, list[float]] = collections.defaultdict(list)
+  for r in records:
+    for k, v in r.metrics.items():
+      values[f"train/{r.task}/{k}"].append(v)
+  return {k: float(np.mean(v)) for k, v in values.items()}
+
+
+def perf_metrics(costs: list[StepCost], seconds: float, peak_flops_per_s: float) -> dict:
+  """Throughput of a window of steps; MFU = analytic FLOPs / seconds / peak of all devices."""
+  flops = sum(c.flops for c in costs)
+  return {
+      "perf/steps_per_s": len(costs) / seconds,
+      "perf/examples_per_s": sum(c.examples for c in costs) / seconds,
+      "perf/tokens_per_s": sum(c.tokens for c in costs) / seconds,
+      "perf/flops_per_step": flops / max(len(costs), 1),
+      "perf/achieved_flops_per_s": flops / seconds,
+      "perf/peak_flops_per_s": peak_flops_per_s,
+      "perf/mfu": flops / seconds / peak_flops_per_s if peak_flops_per_s else 0.0,
+  }
+
+
+class Accounting:
+  """Cumulative examples, tokens and FLOPs of the run, exact across resumes.
+
+  Which task trained at each step is a function of (config, step) (mmjax.schedules), and a
+  task's batch shapes are fixed by its config: the steps before a resume are counted by
+  replaying the schedule, with each task's cost as soon as this process has seen its
+  first batch (one step of it, at most a few steps into a multi-task run).
+  """
+
+  def __init__(self, schedule, start_step: int):
+    if len(schedule.names) == 1:
+      before = {schedule.names[0]: start_step}
+    else:  # ~10 us a step: seconds for a million steps, once per resume
+      before = collections.Counter(schedule.task_at(s) for s in range(start_step))
+    self._pending = {t: n for t, n in before.items() if n}
+    self.cost: dict[str, StepCost] = {}  # task -> cost of its first batch seen
+    self.examples, self.tokens, self.flops = 0, 0, 0.0
+
+  def record(self, task: str, cost: StepCost, steps: int = 1) -> None:
+    if task not in self.cost:
+      self.cost[task] = cost
+      steps += self._pending.pop(task, 0)
+    self.examples += steps * cost.examples
+    self.tokens += steps * cost.tokens
+    self.flops += steps * cost.flops
+
+  def totals(self) -> dict:
+    return {"train/examples": float(self.examples), "train/tokens": float(self.tokens),
+            "perf/flops": self.flops}
+
+  def summary(self) -> dict:
+    """Per-task constants (JSON): what accounting.json holds besides the totals."""
+    return {t: dataclasses.asdict(c) for t, c in self.cost.items()}

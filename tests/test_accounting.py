@@ -1,0 +1,105 @@
+"""Accounting: the analytic FLOPs of a step against XLA's own count of the compiled step
+(CPU), each objective's trunk passes, and the MFU peak (nominal or the host's, never
+multiplied by fake CPU devices)."""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import pytest
+from flax import nnx
+
+from mmjax import build, config as config_lib, objectives as objectives_lib, optim, perf
+from mmjax.models.model import build_model
+from mmjax.scaling import flops
+from mmjax.train_step import init_state, make_train_step
+from tests.conftest import TINY
+
+WIDTH_128 = ["model.width=128", "model.num_heads=4", "model.mlp_dim=512", "model.embed_dim=128"]
+KINDS = {"image": "image", "video": "video", "audio": "audio", "text": "text"}
+MASKED = {"mt": dict(type="masked", modality="text", ratio=0.5),
+          "mi": dict(type="masked", modality="image", ratio=0.5)}
+
+
+def analytic_and_xla(overrides, objectives_cfg=None, batch=16):
+  config = config_lib.load(TINY, overrides)
+  objs = build.task_objectives(config)["default"]
+  if objectives_cfg is not None:
+    objs = objectives_lib.make_objectives(objectives_cfg, KINDS)
+  spec = build.model_spec(config, {"default": objs})
+  optimizer = optim.make_optimizer(config.optim, config.total_steps)
+  graphdef, params = nnx.split(build_model(spec, 0), nnx.Param)
+  state = jax.eval_shape(lambda: init_state(lambda: params, optimizer))
+  shapes = {m: (batch, *tuple(s.shape)) for m, s in config.model.modalities.items()}
+  shapes.update(text_mask=shapes["text"], label=(batch,))
+  dtypes = {"text": jnp.int32, "label": jnp.int32, "text_mask": jnp.bool_}
+  abstract_batch = {k: jax.ShapeDtypeStruct(s, dtypes.get(k, jnp.float32))
+                    for k, s in shapes.items()}
+  # Unsharded: one device, whatever the test's device count, so XLA counts the whole step.
+  compiled = jax.jit(make_train_step(graphdef, objs, optimizer, 0)).lower(
+      state, abstract_batch).compile()
+  return flops.train_step_flops(spec, objs, shapes), perf.compiled_flops(compiled)
+
+
+@pytest.mark.parametrize("overrides, objectives_cfg", [
+    (WIDTH_128, None),                          # contrastive (2 passes) + classification
+    (WIDTH_128 + ["model.depth=2"], None),
+    (WIDTH_128, MASKED),                         # masked text (vocab decoder) and image
+])
+def test_analytic_flops_agree_with_xla_within_3_percent_at_width_128(overrides, objectives_cfg):
+  analytic, xla = analytic_and_xla(overrides, objectives_cfg)
+  assert xla > 0
+  assert abs(analytic / xla - 1) < 0.03, (analytic, xla)
+
+
+def test_every_trunk_pass_of_each_objective_is_counted():
+  objs = objectives_lib.make_objectives({
+      "ti": dict(type="contrastive", a="text", b="image"),
+      "cls": dict(type="classification", inputs=("video", "audio"), num_classes=3),
+      "mt": dict(type="masked", modality="text")}, KINDS)
+  assert [o.forward_passes() for o in objs] == [(("text",), ("image",)),
+                                                (("video", "audio"),), (("text",),)]
+  config = config_lib.load(TINY)
+  spec = build.model_spec(config, {"default": objs})
+  shapes = {"text": (8, 48), "image": (8, 32, 32, 3), "video": (8, 4, 16, 16, 3),
+            "audio": (8, 32, 32)}
+  # Separate passes cost less attention than one joint pass over the same tokens.
+  joint = objectives_lib.make_objectives(
+      {"cls": dict(type="classification", inputs=("text", "image"), num_classes=3)}, KINDS)
+  apart = objectives_lib.make_objectives(
+      {"ti": dict(type="contrastive", a="text", b="image")}, KINDS)
+  trunk = lambda objectives: sum(
+      sum(flops.trunk_pass_flops(spec, flops.pass_tokens(spec, g, shapes)))
+      for o in objectives for g in o.forward_passes())
+  length, d = 48 + 16, spec.width
+  saved = spec.depth * (4 * d + 5 * spec.num_heads) * (length ** 2 - 48 ** 2 - 16 ** 2)
+  assert trunk(joint) - trunk(apart) == pytest.approx(saved)
+  # Tokens come from the batch's shapes: a bigger image is more tokens.
+  bigger = dict(shapes, image=(8, 64, 64, 3))
+  assert flops.tokens_per_step(spec, objs, bigger) - flops.tokens_per_step(spec, objs, shapes) \
+      == 8 * (64 - 16)
+
+
+@dataclasses.dataclass
+class Device:
+  device_kind: str
+
+
+def test_the_cpu_peak_is_the_hosts_not_times_the_fake_device_count():
+  host = lambda: 1e11
+  one = perf.job_peak([Device("cpu")], "float32", measure=host)
+  eight = perf.job_peak([Device("cpu")] * 8, "float32", measure=host)
+  assert one.flops_per_s == eight.flops_per_s == 1e11 and not eight.nominal
+  assert "measured" in eight.source
+  if jax.device_count() == 8:  # the real fake devices of the test run
+    assert perf.job_peak(jax.devices(), "float32", measure=host).flops_per_s == 1e11
+
+
+@pytest.mark.parametrize("kind, dtype, per_device", [
+    ("NVIDIA H100 80GB HBM3", "bfloat16", 989e12), ("NVIDIA H200", "bfloat16", 989e12),
+    ("NVIDIA A100-SXM4-40GB", "bfloat16", 312e12), ("TPU v4", "bfloat16", 275e12),
+    ("TPU v5 lite", "bfloat16", 197e12), ("TPU v5p", "bfloat16", 459e12)])
+def test_known_devices_use_the_nominal_peak_times_the_device_count(kind, dtype, per_device):
+  peak = perf.job_peak([Device(kind)] * 8, dtype, measure=lambda: pytest.fail("measured"))
+  assert peak.flops_per_s == 8 * per_device and peak.nominal and kind in peak.source
