@@ -192,8 +192,13 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
         it.set_state(data_states[name])
       elif start_step is not None:
         log.warning("task %r has no input state in the checkpoint; its data starts over", name)
+    # Batches reach the loop already on the devices with their final sharding: placed by
+    # the prefetch thread ahead of the step, or here when prefetching is off.
+    place = lambda local: sharding.global_batch(local, mesh)
     if config.prefetch_batches:
-      iterators = {n: Prefetcher(it, config.prefetch_batches) for n, it in iterators.items()}
+      iterators = {n: Prefetcher(it, config.prefetch_batches, place)
+                   for n, it in iterators.items()}
+      place = lambda batch: batch
 
   # ------------------------------------------------------------------ Evals
   ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh, tasks=config.tasks,
@@ -248,8 +253,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
           break
         task = schedule.task_at(step)
         with clock("data"):
-          local = next(iterators[task])
-          batch = sharding.global_batch(local, mesh)
+          batch = place(next(iterators[task]))
         with watchdog.paused():
           compiled, flops = compiled_step(task, batch)
         with clock("step"):
@@ -326,8 +330,7 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
       bar.close()
     writer.close()
     for it in iterators.values():
-      if isinstance(it, Prefetcher):
-        it.close()
+      it.close()
     try:
       ckpt.close()
     except Exception:  # already reported above; do not mask the original error

@@ -210,9 +210,11 @@ class LogMelOp(_Op):
 
   def apply_batch(self, column, rngs):
     n = self.args["samples"]
-    waves = np.stack([audio.fit_length(audio.to_float(np.asarray(v)), n) for v in column]) \
-        if not isinstance(column, np.ndarray) or column.shape[1] != n else \
-        audio.to_float(column)
+    if isinstance(column, np.ndarray) and column.ndim == 2:
+      waves = audio.to_float(column)[:, :n]  # fit_length for a whole batch: cut, then pad
+      waves = np.pad(waves, ((0, 0), (0, n - waves.shape[1])))
+    else:
+      waves = np.stack([audio.fit_length(audio.to_float(np.asarray(v)), n) for v in column])
     return {self.key: audio.log_mel_batch(waves, self.mel_fb, self.args["frame"],
                                           self.args["hop"])}
 
@@ -250,6 +252,7 @@ class Preprocess:
   def __init__(self, spec: Mapping[str, Mapping[str, Any]], *, tokenizer=None,
                train: bool = True, features: Sequence[str] | None = None):
     self.ops: list[_Op] = []
+    self.train = train
     for key, args in spec.items():
       name = args.get("op")
       if name not in OPS:
