@@ -72,6 +72,9 @@ def validate(data_cfg, *, batch_size: int, process_count: int = 1) -> workers_li
 def _to_iter(dataset: grain.MapDataset, parallelism: workers_lib.Parallelism):
   """Batches in order, built in process (with read-ahead threads) or in worker processes."""
   if parallelism.workers:
+    from absl import flags  # grain's worker start-up reads its absl flags
+    if not flags.FLAGS.is_parsed():  # a library caller (tests, notebooks) parsed none
+      flags.FLAGS.mark_as_parsed()
     return dataset.to_iter_dataset().mp_prefetch(
         grain.MultiprocessingOptions(num_workers=parallelism.workers, per_worker_buffer_size=2))
   threads = parallelism.read_threads
