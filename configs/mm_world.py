@@ -16,7 +16,7 @@ def _data(name: str):
       data_dir="",          # "" = $MMJAX_DATA_DIR or ~/.cache/mmjax/tensorflow_datasets
       train_split="train",
       eval_split="test",
-      worker_count=0,       # in-process loading measured faster than workers on 2 cores
+      worker_count=-1,      # -1: auto from the host's cores (in process on <= 2 cores: measured)
       tokenizer=dict(kind="byte", model_path=""),
       preprocess=dict(
           image=dict(op="image", **{"from": "image"}, size=32),

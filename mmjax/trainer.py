@@ -233,8 +233,13 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
         it.set_state(data_states[name])
       elif start_step is not None:
         log.warning("task %r has no input state in the checkpoint; its data starts over", name)
+    # Batches reach the loop already on the devices with their final sharding: placed by
+    # the prefetch thread ahead of the step, or here when prefetching is off.
+    place = lambda local: sharding.global_batch(local, mesh)
     if config.prefetch_batches:
-      iterators = {n: Prefetcher(it, config.prefetch_batches) for n, it in iterators.items()}
+      iterators = {n: Prefetcher(it, config.prefetch_batches, place)
+                   for n, it in iterators.items()}
+      place = lambda batch: batch
 
   def check_finite() -> None:
     """Under nan_policy=halt, raises naming the first non-finite step (a scalar fetch)."""
@@ -355,7 +360,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
       while step < config.total_steps and not stopping:
         task = schedule.task_at(step)
         with clock("data"):
-          batch = sharding.global_batch(next(iterators[task]), mesh)
+          batch = place(next(iterators[task]))
         with watchdog.paused():
           compiled, cost = compiled_step(task, batch)
         with clock("step"):
@@ -389,8 +394,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
       bar.close()
     writer.close()
     for it in iterators.values():
-      if isinstance(it, Prefetcher):
-        it.close()
+      it.close()
     try:
       ckpt.close()
     except Exception:  # already reported above; do not mask the original error

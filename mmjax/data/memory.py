@@ -29,6 +29,9 @@ class InMemoryIterator:
   def set_state(self, state: Mapping) -> None:
     self.position = int(state["position"])
 
+  def close(self) -> None:
+    """Nothing to release (the trainer closes every iterator it was given)."""
+
 
 def synthetic_batch(modalities: Mapping, batch_size: int, seed: int = 0,
                     labels: Sequence[str] = ("label",), num_classes: int = 2) -> dict:

@@ -2,8 +2,14 @@
 
 Batches are host-local: with P processes each yields batch_size // P rows and
 `mmjax.sharding` assembles the global array.
+
+The unit of work is a whole batch: grain maps batch index -> (read the batch's records,
+decode them per feature, run the batched preprocessing ops). Each batch is a pure
+function of its index, the seed and the spec, so it is the same whether it is built in
+this process, in a read-ahead thread, or in any of N grain worker processes.
 """
 
+import functools
 from typing import Any, Iterator, Mapping
 
 import grain
@@ -12,10 +18,17 @@ import numpy as np
 from mmjax.data import preprocess as preprocess_lib
 from mmjax.data import sources
 from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.data import workers as workers_lib
+from mmjax.errors import MmjaxError
 
 # The data API callers need lives in this module; sources.py holds the implementation.
 DataError = sources.DataError
 get_source = sources.get_source
+InputConfigError = workers_lib.InputConfigError
+
+
+class InputError(MmjaxError, RuntimeError):
+  """Building a batch failed (a worker died, or an op raised): names the examples."""
 
 
 def _get(cfg, key: str, default: Any = None) -> Any:
@@ -37,9 +50,36 @@ def _make_preprocess(data_cfg, source: sources.Source, train: bool):
 
 def _per_process(batch_size: int, process_count: int) -> int:
   if batch_size % process_count:
-    raise ValueError(f"batch_size {batch_size} is not divisible by process_count "
-                     f"{process_count}; every process must get the same number of rows")
+    raise InputConfigError(f"batch_size {batch_size} is not divisible by process_count "
+                           f"{process_count}; every process must get the same number of rows: "
+                           f"use a multiple of {process_count}")
   return batch_size // process_count
+
+
+def validate(data_cfg, *, batch_size: int, process_count: int = 1) -> workers_lib.Parallelism:
+  """Checks a task's data settings without reading data: worker_count for this host, the
+  batch against the process count, and the preprocess spec (ops, args, batched=True on an
+  op that cannot batch). Raises InputConfigError/ValueError naming the key."""
+  _per_process(batch_size, process_count)
+  parallelism = workers_lib.resolve(_get(data_cfg, "worker_count", workers_lib.AUTO))
+  tok = _plain(_get(data_cfg, "tokenizer")) or {}
+  if tok.get("kind", "byte") == "byte":  # other tokenizers load files: checked when built
+    preprocess_lib.Preprocess(_plain(_get(data_cfg, "preprocess")),
+                              tokenizer=tokenizer_lib.make_tokenizer("byte"))
+  return parallelism
+
+
+def _to_iter(dataset: grain.MapDataset, parallelism: workers_lib.Parallelism):
+  """Batches in order, built in process (with read-ahead threads) or in worker processes."""
+  if parallelism.workers:
+    from absl import flags  # grain's worker start-up reads its absl flags
+    if not flags.FLAGS.is_parsed():  # a library caller (tests, notebooks) parsed none
+      flags.FLAGS.mark_as_parsed()
+    return dataset.to_iter_dataset().mp_prefetch(
+        grain.MultiprocessingOptions(num_workers=parallelism.workers, per_worker_buffer_size=2))
+  threads = parallelism.read_threads
+  return dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                                   prefetch_buffer_size=2 * threads))
 
 
 class GlobalOrder:
@@ -59,32 +99,59 @@ class GlobalOrder:
     self.global_batch = global_batch
     self.rows = _per_process(global_batch, process_count)
     self.offset = process_index * self.rows
-    self._perms: dict[int, np.ndarray] = {}
 
-  def position(self, j: int) -> int:
-    """Global position of this process's j-th example."""
+  def position(self, j):
+    """Global position(s) of this process's j-th example(s) (int or int array)."""
     return self.start + (j // self.rows) * self.global_batch + self.offset + j % self.rows
 
   def index(self, g: int) -> int:
-    epoch, i = divmod(g, self.n)
-    if epoch not in self._perms:
-      if len(self._perms) > 2:  # the stream only moves forward: drop old epochs
-        self._perms.pop(min(self._perms))
-      self._perms[epoch] = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-    return int(self._perms[epoch][i])
+    return int(self.indices(np.asarray([g]))[0])
+
+  def indices(self, g: np.ndarray) -> np.ndarray:
+    """Dataset indices of global positions g (any shape)."""
+    epoch, i = np.divmod(g, self.n)
+    out = np.empty_like(g)
+    for e in np.unique(epoch):
+      out[epoch == e] = _permutation(self.seed, int(e), self.n)[i[epoch == e]]
+    return out
 
 
-class _TrainRow:
-  """Local index j -> preprocessed example at its global position. Random augmentation
-  draws from an rng keyed by (seed, global position): identical after any resume."""
+@functools.lru_cache(maxsize=4)  # the stream moves forward: a few epochs suffice
+def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(n)
 
-  def __init__(self, source, order: GlobalOrder, fn):
-    self.source, self.order, self.fn = source, order, fn
 
-  def __call__(self, j: int) -> dict[str, np.ndarray]:
-    g = self.order.position(int(j))
-    rng = np.random.default_rng([self.order.seed, 1, g])
-    return self.fn(self.source[self.order.index(g)], rng)
+def _some(indices: np.ndarray, n: int = 8) -> str:
+  head = ", ".join(str(int(i)) for i in indices[:n])
+  return f"[{head}{', ...' if len(indices) > n else ''}] ({len(indices)} in all)"
+
+
+def _build(source, preprocess, indices: np.ndarray, positions: np.ndarray | None,
+           seed: int) -> dict[str, np.ndarray]:
+  """One batch: read, decode, preprocess. Random augmentation draws from an rng keyed by
+  (seed, global position), the same as the per-example path: identical after any resume."""
+  rngs = None
+  if preprocess.random and positions is not None:
+    rngs = [np.random.default_rng([seed, 1, int(g)]) for g in positions]
+  try:
+    return preprocess.batch(source.read_batch(indices), rngs)
+  except DataError:
+    raise  # already names the example and the file
+  except Exception as e:  # pylint: disable=broad-except
+    raise InputError(f"preprocessing examples {_some(indices)} of {source!r} failed: "
+                     f"{type(e).__name__}: {e}") from e
+
+
+class _TrainBatch:
+  """k -> this process's rows of the k-th global batch after `order.start`."""
+
+  def __init__(self, source, order: GlobalOrder, preprocess):
+    self.source, self.order, self.preprocess = source, order, preprocess
+
+  def __call__(self, k: int) -> dict[str, np.ndarray]:
+    positions = self.order.position(np.arange(k * self.order.rows, (k + 1) * self.order.rows))
+    return _build(self.source, self.preprocess, self.order.indices(positions), positions,
+                  self.order.seed)
 
 
 class TrainIterator:
@@ -94,12 +161,15 @@ class TrainIterator:
   the process count, JSON-serialisable, exact.
   """
 
-  def __init__(self, make_dataset, global_batch: int, examples: int = 0):
+  def __init__(self, make_dataset, global_batch: int, examples: int = 0, describe=None):
     self._make = make_dataset
     self.global_batch = global_batch
+    self._describe = describe or (lambda g: f"global positions [{g}, {g + global_batch})")
+    self._it = None
     self._start(examples)
 
   def _start(self, examples: int):
+    self.close()
     self.examples = examples
     self._it = iter(self._make(examples))
 
@@ -107,9 +177,20 @@ class TrainIterator:
     return self
 
   def __next__(self) -> dict[str, np.ndarray]:
-    batch = next(self._it)
+    try:
+      batch = next(self._it)
+    except (DataError, InputError):
+      raise
+    except Exception as e:  # e.g. a grain worker process killed (OOM) or crashed
+      raise InputError(f"the input pipeline failed while building the batch of "
+                       f"{self._describe(self.examples)}: {type(e).__name__}: {e}") from e
     self.examples += self.global_batch
     return batch
+
+  def close(self) -> None:
+    """Stops grain worker processes, if any (they also stop when the process exits)."""
+    if self._it is not None and hasattr(self._it, "close"):
+      self._it.close()
 
   def get_state(self) -> dict:
     return {"examples": self.examples, "global_batch": self.global_batch}
@@ -130,38 +211,40 @@ def make_train_iterator(data_cfg, *, batch_size: int, seed: int,
 
   batch_size is global; each process yields batch_size // process_count rows.
   """
-  rows = _per_process(batch_size, process_count)
+  parallelism = validate(data_cfg, batch_size=batch_size, process_count=process_count)
+  rows = batch_size // process_count
   source = sources.get_source(_get(data_cfg, "name"), _get(data_cfg, "train_split", "train"),
                               _get(data_cfg, "data_dir", ""))
   if len(source) < batch_size:
     raise ValueError(f"{source!r} has {len(source)} examples: fewer than one batch of "
                      f"{batch_size}")
   preprocess = _make_preprocess(data_cfg, source, train=True)
-  if _get(data_cfg, "worker_count", 0):
-    raise ValueError(f"data.worker_count={_get(data_cfg, 'worker_count')}: worker processes are "
-                     "not supported by the global-order pipeline; use 0 (in-process, measured "
-                     "faster on 2 cores) and config.prefetch_batches for overlap")
 
   def make_dataset(examples: int):
     order = GlobalOrder(len(source), seed, batch_size, process_index, process_count,
                         start=examples)
-    ds = grain.MapDataset.range(_STREAM_LENGTH).map(_TrainRow(source, order, preprocess))
-    # In-process, no read-ahead threads: measured no faster on 2 cores; the trainer's
-    # prefetch thread overlaps input with the step instead.
-    return ds.batch(rows).to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    ds = grain.MapDataset.range(_STREAM_LENGTH // rows).map(_TrainBatch(source, order, preprocess))
+    return _to_iter(ds, parallelism)
 
-  return TrainIterator(make_dataset, batch_size)
+  def describe(g: int) -> str:
+    order = GlobalOrder(len(source), seed, batch_size, process_index, process_count, start=g)
+    indices = order.indices(order.position(np.arange(rows)))
+    return (f"global positions [{g}, {g + batch_size}) (this process's rows: examples "
+            f"{_some(indices)} of {source!r})")
+
+  return TrainIterator(make_dataset, batch_size, describe=describe)
 
 
-class _EvalRow:
-  """Index -> preprocessed example; index -1 is padding (a copy of example 0)."""
+class _EvalBatch:
+  """Row of example indices -> preprocessed batch; index -1 is padding (a copy of example 0)."""
 
-  def __init__(self, source, fn):
-    self.source, self.fn = source, fn
+  def __init__(self, source, preprocess, indices: np.ndarray):
+    self.source, self.preprocess, self.indices = source, preprocess, indices
 
-  def __call__(self, index: int) -> dict[str, np.ndarray]:
-    out = self.fn(self.source[max(int(index), 0)])
-    out["_valid"] = np.bool_(index >= 0)
+  def __call__(self, b: int) -> dict[str, np.ndarray]:
+    row = self.indices[b]
+    out = _build(self.source, self.preprocess, np.maximum(row, 0), None, 0)
+    out["_valid"] = row >= 0
     return out
 
 
@@ -184,9 +267,14 @@ def eval_indices(num_examples: int, batch_size: int, process_index: int,
 def iter_eval_batches(data_cfg, *, split: str, batch_size: int, process_index: int = 0,
                       process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
   """One pass over `split`; the last batch is padded and `_valid` marks real rows."""
+  parallelism = validate(data_cfg, batch_size=batch_size, process_count=process_count)
   source = sources.get_source(_get(data_cfg, "name"), split, _get(data_cfg, "data_dir", ""))
   indices = eval_indices(len(source), batch_size, process_index, process_count)
-  rows = _EvalRow(source, _make_preprocess(data_cfg, source, train=False))
-  dataset = grain.MapDataset.source(indices.reshape(-1)).map(rows).batch(indices.shape[1])
-  # Threads read ahead while the caller evaluates the previous batch.
-  return iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+  build = _EvalBatch(source, _make_preprocess(data_cfg, source, train=False), indices)
+  # The train path's parallelism: batches are read ahead while the caller evaluates.
+  it = iter(_to_iter(grain.MapDataset.range(len(indices)).map(build), parallelism))
+  try:
+    yield from it
+  finally:
+    if hasattr(it, "close"):
+      it.close()

@@ -3,6 +3,11 @@
 The checkpointable position stays exact: each prefetched batch travels with the
 iterator state *after* it, and `get_state()` reports the state after the last batch
 handed to the caller, never one still waiting in the queue.
+
+With `place` (e.g. host batch -> global jax.Arrays with their final sharding), the
+thread also puts each batch on the devices, `depth` steps ahead of the step that uses
+it, so no host->device copy is on the step's critical path (in every process: each
+places its own rows).
 """
 from __future__ import annotations
 
@@ -18,10 +23,11 @@ class _Failure:
 
 class Prefetcher:
 
-  def __init__(self, iterator, depth: int = 2):
+  def __init__(self, iterator, depth: int = 2, place=None):
     if depth < 1:
       raise ValueError(f"prefetch depth={depth}; need >= 1")
     self._it = iterator
+    self._place = place or (lambda batch: batch)
     self._state = iterator.get_state()
     self._queue: queue.Queue = queue.Queue(maxsize=depth)
     self._stop = threading.Event()
@@ -31,7 +37,7 @@ class Prefetcher:
   def _fill(self):
     while not self._stop.is_set():
       try:
-        item: Any = (next(self._it), self._it.get_state())
+        item: Any = (self._place(next(self._it)), self._it.get_state())
       except BaseException as e:  # re-raised in the consumer, with its traceback
         item = _Failure(e)
       while not self._stop.is_set():
@@ -62,3 +68,5 @@ class Prefetcher:
   def close(self) -> None:
     self._stop.set()
     self._thread.join(timeout=10)
+    if hasattr(self._it, "close"):  # grain worker processes, if any
+      self._it.close()

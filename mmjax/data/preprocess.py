@@ -1,15 +1,20 @@
-"""Per-example preprocessing built from a spec: output key -> dict(op=..., **args).
+"""Preprocessing built from a spec: output key -> dict(op=..., **args), per example or batched.
 
     {"image": {"op": "image", "from": "image", "size": 32},
      "text": {"op": "tokenize", "from": "caption", "max_len": 32},  # + "text_mask"
      "label": {"op": "label", "from": "label"}}
 
-Ops take one source feature and return host numpy arrays; batching stacks them.
+Ops take one source feature and return host numpy arrays. Each op also runs on a whole
+batch (`apply_batch`, vectorised numpy), equal bit for bit to stacking its per-example
+`apply` (tests/test_batched_input.py); the pipelines use the batched form. Decoding of
+encoded images stays per example inside it. An op that cannot batch for a spec says so
+(`batchable`), and asking it to with `batched=True` is an error.
 Randomness (random crops) comes from an rng keyed by the example's global position, so a run is
 reproducible and resumable; with `train=False` random ops fall back to their
 deterministic form so eval sees the same input every time.
 """
 
+import functools
 import io
 from typing import Any, Mapping, Sequence
 
@@ -17,6 +22,7 @@ import numpy as np
 from PIL import Image
 
 from mmjax.data import audio
+from mmjax.data import resize as resize_lib
 
 
 def _to_uint8_hwc(value: Any) -> np.ndarray:
@@ -47,6 +53,38 @@ def _crop_offsets(hw, size: int, mode: str, rng: np.random.Generator | None):
   return (h - size) // 2, (w - size) // 2
 
 
+def _stacked_uint8(column) -> np.ndarray | None:
+  """A column of raw [.., H, W, 3] uint8 arrays as one array, or None if it needs the
+  per-example path (encoded bytes, grayscale, other dtypes, ragged shapes)."""
+  if isinstance(column, np.ndarray):
+    arr = column
+  elif any(isinstance(v, (bytes, np.bytes_)) for v in column):
+    return None
+  else:
+    try:
+      arr = np.stack([np.asarray(v) for v in column])
+    except ValueError:  # shapes differ
+      return None
+  return arr if arr.dtype == np.uint8 and arr.shape[-1] == 3 else None
+
+
+def _resize_shorter_batch(imgs: np.ndarray, size: int) -> np.ndarray:
+  """`_resize_shorter` of each [..., H, W, 3] image of a stack (all share H, W)."""
+  h, w = imgs.shape[-3:-1]
+  if min(h, w) == size:
+    return imgs
+  scale = size / min(h, w)
+  return resize_lib.resize_bilinear(imgs, max(size, round(h * scale)), max(size, round(w * scale)))
+
+
+def _crop_batch(imgs: np.ndarray, size: int, offsets: list[tuple[int, int]]) -> np.ndarray:
+  """Per-example crops of [B, ..., H, W, C] at per-example (y, x) offsets."""
+  if len(set(offsets)) == 1:
+    y, x = offsets[0]
+    return imgs[..., y:y + size, x:x + size, :]
+  return np.stack([im[..., y:y + size, x:x + size, :] for im, (y, x) in zip(imgs, offsets)])
+
+
 def _to_float(pixels: np.ndarray) -> np.ndarray:
   return pixels.astype(np.float32) / 127.5 - 1.0  # [0, 255] -> [-1, 1]
 
@@ -62,21 +100,42 @@ class _Op:
     args = dict(args)
     name = args.pop("op")
     missing = [a for a in ("from",) + self.required if a not in args]
-    unknown = sorted(set(args) - {"from", *self.required, *self.optional})
+    unknown = sorted(set(args) - {"from", "batched", *self.required, *self.optional})
     if missing or unknown:
       raise ValueError(
           f"preprocess[{key!r}] op {name!r}: missing args {missing}, unknown args "
           f"{unknown}; it takes 'from', {list(self.required)} and optionally "
           f"{list(self.optional)}")
     self.key, self.source, self.train, self.tokenizer = key, args.pop("from"), train, tokenizer
+    self.batched = args.pop("batched", None)  # None: batched when the op can
     self.args = {**self.optional, **args}
     for arg, allowed in self.choices.items():
       if self.args[arg] not in allowed:
         raise ValueError(f"preprocess[{key!r}] op {name!r}: {arg}={self.args[arg]!r}; "
                          f"choices: {allowed}")
+    why = self.cannot_batch()
+    if self.batched and why:
+      raise ValueError(f"preprocess[{key!r}] op {name!r}: batched=True, but it cannot run "
+                       f"batched: {why}")
+    self.batched = not why if self.batched is None else bool(self.batched)
+
+  def _offsets(self, hw, size, n, rngs):
+    rngs = rngs if (self.train and rngs is not None) else [None] * n
+    return [_crop_offsets(hw, size, self.args["crop"], r) for r in rngs]
 
   def apply(self, value, rng) -> dict[str, np.ndarray]:
     raise NotImplementedError
+
+  # Whether `apply_batch` can run for this spec; "" if so, else why not.
+  def cannot_batch(self) -> str:
+    return ""
+
+  def apply_batch(self, column, rngs) -> dict[str, np.ndarray]:
+    """`apply` over a column (list or stacked array) of source values; rngs: one per
+    example (or None), each drawn from in the same order as by `apply`."""
+    rows = [self.apply(v, None if rngs is None else r)
+            for v, r in zip(column, rngs or [None] * len(column))]
+    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
 
 
 class ImageOp(_Op):
@@ -89,6 +148,17 @@ class ImageOp(_Op):
     img = _resize_shorter(_to_uint8_hwc(value), size)
     y, x = _crop_offsets(img.shape[:2], size, self.args["crop"], rng if self.train else None)
     return {self.key: _to_float(img[y:y + size, x:x + size])}
+
+  def apply_batch(self, column, rngs):
+    imgs = _stacked_uint8(column)
+    if imgs is None or imgs.ndim != 4:  # encoded or mixed: decode each, then batch if equal
+      imgs = _stacked_uint8([_to_uint8_hwc(v) for v in column])
+      if imgs is None:
+        return super().apply_batch(column, rngs)
+    size = self.args["size"]
+    imgs = _resize_shorter_batch(imgs, size)
+    offsets = self._offsets(imgs.shape[1:3], size, len(imgs), rngs)
+    return {self.key: _to_float(_crop_batch(imgs, size, offsets))}
 
 
 class VideoOp(_Op):
@@ -104,6 +174,16 @@ class VideoOp(_Op):
     clip = np.stack([_resize_shorter(_to_uint8_hwc(f), size) for f in clip])
     y, x = _crop_offsets(clip.shape[1:3], size, self.args["crop"], rng if self.train else None)
     return {self.key: _to_float(clip[:, y:y + size, x:x + size])}
+
+  def apply_batch(self, column, rngs):
+    clips = _stacked_uint8(column)
+    if clips is None or clips.ndim != 5:
+      return super().apply_batch(column, rngs)
+    size, frames = self.args["size"], self.args["frames"]
+    clips = clips[:, np.linspace(0, clips.shape[1] - 1, frames).round().astype(int)]
+    clips = _resize_shorter_batch(clips, size)
+    offsets = self._offsets(clips.shape[2:4], size, len(clips), rngs)
+    return {self.key: _to_float(_crop_batch(clips, size, offsets))}
 
 
 class LogMelOp(_Op):
@@ -122,6 +202,22 @@ class LogMelOp(_Op):
     mel = audio.log_mel(wave, self.mel_fb, self.args["frame"], self.args["hop"])
     return {self.key: mel}
 
+  def cannot_batch(self):
+    if not self.args["samples"]:
+      return ("samples=0 keeps each clip's own length, and clips of different lengths do "
+              "not stack; set samples to a fixed length")
+    return ""
+
+  def apply_batch(self, column, rngs):
+    n = self.args["samples"]
+    if isinstance(column, np.ndarray) and column.ndim == 2:
+      waves = audio.to_float(column)[:, :n]  # fit_length for a whole batch: cut, then pad
+      waves = np.pad(waves, ((0, 0), (0, n - waves.shape[1])))
+    else:
+      waves = np.stack([audio.fit_length(audio.to_float(np.asarray(v)), n) for v in column])
+    return {self.key: audio.log_mel_batch(waves, self.mel_fb, self.args["frame"],
+                                          self.args["hop"])}
+
 
 class TokenizeOp(_Op):
   required = ("max_len",)
@@ -130,11 +226,18 @@ class TokenizeOp(_Op):
     ids, mask = self.tokenizer.encode(value, self.args["max_len"])
     return {self.key: ids, f"{self.key}_mask": mask}
 
+  def apply_batch(self, column, rngs):
+    ids, mask = self.tokenizer.encode_batch(column, self.args["max_len"])
+    return {self.key: ids, f"{self.key}_mask": mask}
+
 
 class LabelOp(_Op):
 
   def apply(self, value, rng):
     return {self.key: np.asarray(value, np.int32)}
+
+  def apply_batch(self, column, rngs):
+    return {self.key: np.asarray(column, np.int32)}
 
 
 OPS: dict[str, type[_Op]] = {
@@ -149,6 +252,7 @@ class Preprocess:
   def __init__(self, spec: Mapping[str, Mapping[str, Any]], *, tokenizer=None,
                train: bool = True, features: Sequence[str] | None = None):
     self.ops: list[_Op] = []
+    self.train = train
     for key, args in spec.items():
       name = args.get("op")
       if name not in OPS:
@@ -165,6 +269,22 @@ class Preprocess:
     raise ValueError(
         f"preprocess[{op.key!r}] op {type(op).__name__}: source feature {op.source!r} "
         f"not in the dataset; available features: {sorted(features)}")
+
+  @property
+  def random(self) -> bool:
+    """Whether any op draws from the per-example rng (then callers must make one)."""
+    return self.train and any(op.args.get("crop") == "random" for op in self.ops)
+
+  def batch(self, columns: Mapping[str, Any], rngs=None) -> dict[str, np.ndarray]:
+    """Columns of a batch's source features -> model-ready [B, ...] arrays; equal to
+    stacking `__call__` over its examples with the same rngs."""
+    out = {}
+    for op in self.ops:
+      if op.source not in columns:
+        self._missing(op, columns.keys())
+      apply = op.apply_batch if op.batched else functools.partial(_Op.apply_batch, op)
+      out.update(apply(columns[op.source], rngs))
+    return out
 
   def __call__(self, example: Mapping[str, Any],
                rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:

@@ -12,6 +12,7 @@ from typing import Any
 from array_record.python import array_record_module
 import tensorflow_datasets as tfds
 
+from mmjax.data import decode
 from mmjax.data import world
 from mmjax.errors import MmjaxError
 
@@ -40,6 +41,7 @@ class Source:
     self._source = tfds_source
     self.files = files
     self.features = list(tfds_source.dataset_info.features.keys())
+    self._decode_batch = decode.make_batch_decoder(tfds_source.dataset_info.features)
 
   def __len__(self) -> int:
     return len(self._source)
@@ -52,6 +54,21 @@ class Source:
           f"could not read example {index} of {self.name} split {self.split!r} "
           f"(files: {self.files}): {e}. The data on disk is corrupt or truncated. "
           + _rebuild_hint(self.data_dir)) from e
+
+  def read_batch(self, indices) -> dict[str, Any]:
+    """Examples `indices` as columns (feature -> [B, ...] array or list), decoded in one
+    pass per feature where the dataset's features allow (see decode.py)."""
+    indices = [int(i) for i in indices]
+    if self._decode_batch is None:
+      return decode.columns_of([self[i] for i in indices])
+    try:
+      records = [self._source.data_source[i] for i in indices]
+      return self._decode_batch(records)
+    except Exception:  # pylint: disable=broad-except
+      # Read one by one to name the example that fails (raises DataError).
+      for i in indices:
+        self[i]
+      raise
 
   def __repr__(self) -> str:
     # grain writes this into iterator state: keep it free of paths so a

@@ -27,6 +27,24 @@ class ByteTokenizer:
     ids[:len(seq)] = seq
     return ids, ids != PAD
 
+  def encode_batch(self, texts, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """`encode` of each text, stacked ([B, max_len] ids and mask), without a Python
+    loop over characters: every byte lands at (row, 1 + its offset in the row)."""
+    datas = [t if isinstance(t, bytes) else t.encode("utf-8") for t in texts]
+    lengths = np.fromiter(map(len, datas), np.int64, len(datas))
+    ids = np.full((len(datas), max_len), PAD, np.int32)
+    if max_len == 0:
+      return ids, ids != PAD
+    ids[:, 0] = BOS
+    rows = np.repeat(np.arange(len(datas)), lengths)
+    cols = 1 + np.arange(len(rows)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    body = np.frombuffer(b"".join(datas), np.uint8).astype(np.int32) + self.offset
+    keep = cols < max_len
+    ids[rows[keep], cols[keep]] = body[keep]
+    eos = lengths + 1 < max_len
+    ids[np.flatnonzero(eos), lengths[eos] + 1] = EOS
+    return ids, ids != PAD
+
   def decode(self, ids) -> str:
     data = bytes(int(i) - self.offset for i in np.asarray(ids) if i >= self.offset)
     # A cut can split a multi-byte character; show it rather than fail.
@@ -59,6 +77,10 @@ class SentencePieceTokenizer:
     ids = np.full(max_len, PAD, np.int32)
     ids[:len(seq)] = seq
     return ids, np.arange(max_len) < len(seq)
+
+  def encode_batch(self, texts, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    ids, masks = zip(*(self.encode(t, max_len) for t in texts))
+    return np.stack(ids), np.stack(masks)
 
   def decode(self, ids) -> str:
     return self._sp.decode([int(i) - 1 for i in np.asarray(ids) if int(i) > 0])

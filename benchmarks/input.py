@@ -1,0 +1,110 @@
+"""Input pipeline throughput against what the compiled train step consumes.
+
+    python benchmarks/input.py [--config configs/mm_world.py] [--task default]
+        [--batches 20] [--repeats 3] [--steps 10] [--config.key=value ...]
+
+Measures, for one task of a recipe, single process:
+  - the train iterator's examples/s at data.worker_count=0 and at the auto setting (-1),
+    each `--repeats` times (min/median/max: the host may be shared);
+  - the compiled train step's consumption rate (examples/s) on the present backend;
+  - their ratio (input / step: >= 1 means input keeps up).
+Prints a table; the last line is one JSON object of the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mmjax import build, optim, sharding  # noqa: E402
+from mmjax import config as config_lib  # noqa: E402
+from mmjax.data import pipeline, workers  # noqa: E402
+from mmjax.train_step import make_train_step  # noqa: E402
+from mmjax.trainer import abstract_train_state  # noqa: E402
+
+
+def iterator_rate(data_cfg, batch_size: int, seed: int, worker_count: int, batches: int) -> float:
+  with data_cfg.unlocked():
+    data_cfg.worker_count = worker_count
+  it = pipeline.make_train_iterator(data_cfg, batch_size=batch_size, seed=seed)
+  try:
+    next(it)  # start-up (worker processes, caches) is not throughput
+    start = time.perf_counter()
+    for _ in range(batches):
+      next(it)
+    return batches * batch_size / (time.perf_counter() - start)
+  finally:
+    it.close()
+
+
+def step_rate(config, task: str, batch, steps: int) -> float:
+  mesh = sharding.make_mesh(config.mesh)
+  objectives = build.task_objectives(config)
+  spec = build.model_spec(config, objectives)
+  optimizer = optim.make_optimizer(config.optim, config.total_steps)
+  graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)
+  state_sh = sharding.state_shardings(abstract, mesh)
+  state = jax.jit(init_fn, out_shardings=state_sh)()
+  step = jax.jit(make_train_step(graphdef, objectives[task], optimizer, config.seed,
+                                 config.tasks[task].microbatches), donate_argnums=0)
+  batch = sharding.global_batch(batch, mesh)
+  state, metrics = step(state, batch)  # compile
+  jax.block_until_ready(metrics)
+  start = time.perf_counter()
+  for _ in range(steps):
+    state, metrics = step(state, batch)
+  jax.block_until_ready(metrics)
+  return steps * config.tasks[task].batch_size / (time.perf_counter() - start)
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default="configs/mm_world.py")
+  parser.add_argument("--task", default="default")
+  parser.add_argument("--batches", type=int, default=20)
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--steps", type=int, default=10)
+  args, overrides = parser.parse_known_args()
+  config = config_lib.load(args.config, [o.removeprefix("--config.") for o in overrides])
+  task = config.tasks[args.task]
+  auto = workers.resolve(workers.AUTO)
+  rates = {0: [], -1: []}
+  for _ in range(args.repeats):  # interleaved, so load changes hit both settings alike
+    for wc in rates:
+      rates[wc].append(iterator_rate(task.data, task.batch_size, config.seed, wc, args.batches))
+  batch = next(pipeline.make_train_iterator(task.data, batch_size=task.batch_size,
+                                            seed=config.seed))
+  consume = step_rate(config, args.task, batch, args.steps)
+  med0, med_auto = statistics.median(rates[0]), statistics.median(rates[-1])
+  fig = {
+      "backend": jax.default_backend(), "host_cores": workers.host_cores(),
+      "auto_workers": auto.workers, "auto_read_threads": auto.read_threads,
+      "batch_size": task.batch_size,
+      "input_examples_per_s_workers0": med0,
+      "input_examples_per_s_workers0_min": min(rates[0]),
+      "input_examples_per_s_workers0_max": max(rates[0]),
+      "input_examples_per_s_auto": med_auto,
+      "input_examples_per_s_auto_min": min(rates[-1]),
+      "input_examples_per_s_auto_max": max(rates[-1]),
+      "auto_over_workers0": med_auto / med0,
+      "step_examples_per_s": consume,
+      "input_over_step": max(med0, med_auto) / consume,
+      "load_average_1m": os.getloadavg()[0],
+  }
+  print(f"{'figure':<36}{'value':>14}")
+  for k, v in fig.items():
+    print(f"{k:<36}{v:>14.4g}" if isinstance(v, float) else f"{k:<36}{str(v):>14}")
+  print(json.dumps(fig))
+
+
+if __name__ == "__main__":
+  np.set_printoptions(precision=4)
+  main()
