@@ -22,28 +22,23 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
   import jax
   from mmjax import build, config as config_lib, evaluators, optim, sharding
   from mmjax import workdir as workdir_lib
-  from mmjax.checkpoint import Checkpointer, CheckpointError
+  from mmjax.checkpoint import Checkpointer
   from mmjax.trainer import abstract_train_state, with_shardings
 
   config = workdir_lib.read_config(workdir)
   for o in overrides:
     config_lib.apply_override(config, o)
   config_lib.validate(config)
-  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=config.checkpoint.keep)
+  # Read-only: a trainer may be writing this workdir right now (no cleanup, no deletion).
+  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
   try:
-    steps = ckpt.all_steps()
-    if not steps:
-      raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-      raise CheckpointError(f"no checkpoint for step {step} in {ckpt.directory}; "
-                            f"available: {steps}")
     mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
     objectives = build.task_objectives(config)
     spec = build.model_spec(config, objectives)
     optimizer = optim.make_optimizer(config.optim, config.total_steps)
     graphdef, _, abstract = abstract_train_state(config, spec, optimizer)
-    state, _ = ckpt.restore(step, with_shardings(abstract, sharding.state_shardings(abstract, mesh)))
+    step, state, _ = ckpt.restore_for_reading(
+        step, with_shardings(abstract, sharding.state_shardings(abstract, mesh)))
   finally:
     ckpt.close()
   ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh, tasks=config.tasks,

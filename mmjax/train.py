@@ -32,9 +32,11 @@ def main(argv: list[str]) -> int:
                       stream=sys.stderr)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file at INFO
   from mmjax import config as config_lib
+  from mmjax import workdir as workdir_lib
   try:
+    workdir_lib.check_usable(FLAGS.workdir)
     config = config_lib.load(FLAGS.config, overrides)
-  except config_lib.ConfigError as e:
+  except (config_lib.ConfigError, workdir_lib.WorkdirError) as e:
     cli.fail(str(e))
   from mmjax import distributed, trainer
   from mmjax.errors import MmjaxError

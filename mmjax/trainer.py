@@ -13,8 +13,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mmjax import aot, build, distributed, evaluators, optim, perf, schedules, sharding
+from mmjax import (aot, build, distributed, evaluators, optim, perf, schedules, sharding,
+                   write_errors)
 from mmjax import workdir as workdir_lib
+from mmjax import workdir_lock
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.config import ConfigError
 from mmjax.errors import MmjaxError
@@ -62,9 +64,8 @@ class StopRequested:
 
 
 def save_failed(error: Exception, ckpt: Checkpointer) -> str:
-  return (f"saving a checkpoint under {ckpt.directory} failed: {type(error).__name__}: {error}. "
-          f"Training stopped; the last complete checkpoint is step {ckpt.latest_step()}. Fix the "
-          f"cause (disk space, permissions) and rerun the same command to resume.")
+  return write_errors.stopped(f"saving a checkpoint under {ckpt.directory}", error,
+                              ckpt.latest_step())
 
 
 def abstract_train_state(config, spec, optimizer):
@@ -95,7 +96,6 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
   """Trains (or resumes) into `workdir`; returns the last logged and eval metrics."""
   clock = WallClock()
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
 
   # ------------------------------------------------------------------ Mesh
   try:
@@ -172,19 +172,25 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     return out
 
   # ------------------------------------------------------------------ Checkpoint
+  # Nothing is written into the workdir before this point, so a bad config leaves none.
+  lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
   ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=config.checkpoint.keep,
                       async_save=config.checkpoint.async_save)
-  start_step = ckpt.latest_step()
-  with clock("restore" if start_step is not None else "init"):
+  try:
+    with clock("restore"):  # verified; damaged newer steps are named and moved aside
+      start_step, state, data_states = ckpt.restore_latest_good(abstract_sh)
     if start_step is not None:
-      state, data_states = ckpt.restore(start_step, abstract_sh)
       log.info("resumed from %s/%d", ckpt.directory, start_step)
     else:
-      # Created directly with its final shardings: never materialised on one device.
-      state = jax.jit(init_fn, out_shardings=state_sh)()
-      data_states = {}
-  if is_main:
-    workdir_lib.write_config(workdir, config)
+      with clock("init"):  # created with its final shardings: never on one device first
+        state = jax.jit(init_fn, out_shardings=state_sh)()
+    if is_main:
+      workdir_lib.write_config(workdir, config)
+  except BaseException:
+    ckpt.close()
+    if lock is not None:
+      lock.release()
+    raise
 
   with clock("data"):
     for name, it in iterators.items():
@@ -211,7 +217,8 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
     return results
 
   # ------------------------------------------------------------------ Loop
-  writer = MetricsWriter(workdir, enabled=is_main)
+  writer = MetricsWriter(workdir, enabled=is_main, resume_step=start_step,
+                         last_checkpoint=ckpt.latest_step)
   peak = perf.matmul_flops_per_s(seconds=0.5) * jax.local_device_count() if is_main else 0.0
   step = int(start_step or 0)
   last_saved = start_step
@@ -261,9 +268,11 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
           bad = f"non-finite loss or gradient at step {step - 1} (task {task!r}, " \
                 f"loss={metrics['loss']}, grad_norm={metrics['grad_norm']})"
           if config.nan_policy == "halt":
+            last_good = (f"last good: step {last_saved}" if last_saved is not None
+                         else "no checkpoint was written yet")
             raise NonFiniteError(
                 f"{bad}; the update was not applied and no checkpoint was written after it "
-                f"(last good: step {last_saved}). Lower optim.learning_rate, or set "
+                f"({last_good}). Lower optim.learning_rate, or set "
                 f"--config.nan_policy=skip to drop such steps.")
           log.warning("%s: update skipped (nan_policy=skip)", bad)
         window.append({f"train/{task}/{k}": v for k, v in metrics.items()})
@@ -332,3 +341,5 @@ def train(config, workdir: str, *, compile_only: bool = False) -> dict:
       ckpt.close()
     except Exception:  # already reported above; do not mask the original error
       pass
+    if lock is not None:
+      lock.release()
