@@ -46,6 +46,11 @@ def main(argv: list[str]) -> int:
     result = trainer.train(config, FLAGS.workdir, compile_only=FLAGS.compile_only)
   except MmjaxError as e:
     cli.fail(str(e), code=1)
+  except Exception as e:  # noqa: BLE001
+    import jax
+    if jax.process_count() > 1:  # a peer is gone: one line, before JAX's C++ abort
+      cli.fail(distributed.lost_peer_message(e), code=1)
+    raise
   if FLAGS.compile_only:
     print(json.dumps(result, indent=2))
   return 0
