@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 
+from tests.daemon_reaper import _alive, _pid
+
 PACKAGES = ("slurm-wlm", "munge")
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
 
@@ -67,24 +69,6 @@ def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
-
-
-def _pid(path: str) -> int | None:
-  try:
-    with open(path) as f:
-      return int(f.read().strip())
-  except (OSError, ValueError):
-    return None
-
-
-def _alive(pid: int | None) -> bool:
-  if pid is None:
-    return False
-  try:
-    os.kill(pid, 0)
-    return True
-  except OSError:
-    return False
 
 
 class LocalSlurm:
