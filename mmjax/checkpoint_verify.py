@@ -23,6 +23,9 @@ import re
 MANIFEST_PREFIX = "mmjax_checksums.process_"
 _OWNED = re.compile(r"(?:^|/)(?:ocdbt\.process_|array_metadatas/process_)(\d+)(?:/|$)")
 _CHUNK = 1 << 22
+# Files Orbax rewrites at or after the commit (step metadata with its commit time, commit
+# markers): not covered by checksums; damage to them shows as a failed restore instead.
+_UNHASHED = ("_CHECKPOINT_METADATA", "commit_success.txt")
 
 
 def owner(relpath: str) -> int:
@@ -36,7 +39,7 @@ def _files(step_dir: str) -> dict[str, int]:
   for root, _, names in os.walk(step_dir):
     rel_root = os.path.relpath(root, step_dir)
     for n in names:
-      if rel_root == "." and n.startswith(MANIFEST_PREFIX):
+      if (rel_root == "." and n.startswith(MANIFEST_PREFIX)) or n in _UNHASHED:
         continue
       rel = os.path.normpath(os.path.join(rel_root, n))
       out[rel] = os.path.getsize(os.path.join(root, n))
