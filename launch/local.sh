@@ -2,8 +2,9 @@
 # launch/local.sh N --config CONFIG --workdir DIR [train args ...]
 #
 # Runs N processes of `python -m mmjax.train` on this machine as one multi-process JAX job
-# (coordinator on 127.0.0.1, a free port). Process i logs to DIR/logs/process_<i>.log
-# (its PID is in DIR/logs/process_<i>.pid).
+# (coordinator on 127.0.0.1, a free port). Process i appends to DIR/logs/process_<i>.log
+# (its PID is in DIR/logs/process_<i>.pid); each start is marked there by a line
+# "==== local.sh start <n> at <time> ...", so the logs of a crash survive the rerun.
 # Waits for all; if one fails the others are stopped (they would otherwise wait in a
 # collective until JAX's heartbeat timeout) and this script exits non-zero.
 # SIGTERM/SIGINT are forwarded, so the processes save a checkpoint and exit; rerunning the
@@ -39,9 +40,11 @@ echo "local.sh: $num processes, coordinator 127.0.0.1:$port, logs in $logs/proce
 
 pids=()
 for ((i = 0; i < num; i++)); do
+  starts=$(grep -c '^==== local.sh start ' "$logs/process_$i.log" 2>/dev/null)
+  echo "==== local.sh start $((${starts:-0} + 1)) at $(date '+%Y-%m-%d %H:%M:%S'): process $i of $num, coordinator 127.0.0.1:$port ====" >>"$logs/process_$i.log"
   "$python" -u -m mmjax.train "$@" --coordinator_address="127.0.0.1:$port" \
     --num_processes="$num" --process_id="$i" \
-    --distributed_timeout_s="${MMJAX_DISTRIBUTED_TIMEOUT_S:-120}" >"$logs/process_$i.log" 2>&1 &
+    --distributed_timeout_s="${MMJAX_DISTRIBUTED_TIMEOUT_S:-120}" >>"$logs/process_$i.log" 2>&1 &
   pids[i]=$!
   echo "${pids[i]}" >"$logs/process_$i.pid"  # for tools and tests that need to reach one process
 done

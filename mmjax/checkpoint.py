@@ -7,6 +7,7 @@ needs no storage.
 """
 from __future__ import annotations
 
+import glob
 import os
 from typing import Any
 
@@ -14,6 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mmjax import checkpoint_verify
 from mmjax.errors import MmjaxError
 
 
@@ -21,15 +23,33 @@ class CheckpointError(MmjaxError, RuntimeError):
   """A checkpoint cannot be used as asked; the message says why and what to do."""
 
 
-class Checkpointer:
+class CheckpointDamagedError(CheckpointError):
+  """A step's files do not verify or do not restore; the message names the step and why."""
 
-  def __init__(self, directory: str, *, keep: int, async_save: bool = True):
+
+class Checkpointer:
+  """The writer's view (one per workdir, under its lock) or, with read_only=True, a reader's:
+  a reader never removes, creates or renames anything, so it is safe next to a live trainer."""
+
+  def __init__(self, directory: str, *, keep: int | None = None, async_save: bool = True,
+               read_only: bool = False):
     self.directory = os.path.abspath(directory)
+    self.read_only = read_only
+    self._saving_step: int | None = None
+    self._unsealed: list[int] = []  # steps whose checksums this process still owes
+    async_save = async_save and not read_only
+    self._async = async_save
+    # Process 0 hashes its files inside Orbax's temporary folder, before the commit, so a
+    # committed step always carries them (see mmjax/checkpoint_verify.py).
+    async_options = ocp.AsyncOptions(post_finalization_callback=self._seal_before_commit) \
+        if async_save else None
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-        # Temporary folders left by a save that was killed mid-write are removed at start
-        # so they never block later saves or restores.
-        cleanup_tmp_directories=True)
+        max_to_keep=None if read_only else keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=async_save, async_options=async_options,
+        # The writer (who holds the workdir lock, so no save of another process can be in
+        # progress) removes temporary folders left by a save that was killed mid-write, so
+        # they never block later saves or restores. Readers must not: it may be live.
+        cleanup_tmp_directories=not read_only)
     # Handlers named up front so metadata (shapes) can be read before any restore.
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
@@ -44,12 +64,37 @@ class Checkpointer:
 
   def save(self, step: int, state: Any, data_state: dict) -> None:
     """Starts a save (async by default). Errors of an earlier background save surface here."""
+    self._seal_committed()
+    self._saving_step = step
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+    if jax.process_index() > 0 or not self._async:
+      self._unsealed.append(step)
+      if not self._async:
+        self._seal_committed()
 
   def wait(self) -> None:
     """Blocks until background saves finish; raises if one of them failed."""
     self._manager.wait_until_finished()
+    self._seal_committed()
+
+  def _seal_before_commit(self) -> None:
+    """Orbax's post-finalization callback (process 0, background thread, before the rename)."""
+    step = self._saving_step
+    tmp = [p for p in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*"))
+           if os.path.isdir(p)]
+    if len(tmp) == 1:
+      checkpoint_verify.write_manifest(tmp[0], 0, jax.process_count())
+    else:  # not where Orbax was expected to write: hash after the commit instead
+      self._unsealed.append(step)
+
+  def _seal_committed(self) -> None:
+    """Adds this process's checksums to steps it saved that are committed by now."""
+    for step in list(self._unsealed):
+      step_dir = os.path.join(self.directory, str(step))
+      if os.path.isdir(step_dir):
+        checkpoint_verify.write_manifest(step_dir, jax.process_index(), jax.process_count())
+        self._unsealed.remove(step)
 
   def check_errors(self) -> None:
     """Raises the error of a finished background save, without waiting for running ones."""
@@ -59,8 +104,8 @@ class Checkpointer:
     """{param path: shape} of the arrays stored under `state` at `step`."""
     meta = self._manager.item_metadata(step)["state"]
     if meta is None:
-      raise CheckpointError(f"{self.directory}/{step} has no readable 'state' item; it is not an "
-                            "mmjax checkpoint or it is damaged")
+      raise CheckpointDamagedError(f"{self.directory}/{step} has no readable 'state' item; it "
+                                   "is not an mmjax checkpoint or it is damaged")
     flat = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(meta)[0]:
       shape = getattr(leaf, "shape", None)
@@ -69,7 +114,12 @@ class Checkpointer:
     return flat
 
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
-    """Restores onto the shardings carried by `abstract_state` (any mesh, any process count)."""
+    """Restores onto the shardings carried by `abstract_state` (any mesh, any process count),
+    after verifying the step's checksums; a damaged step raises CheckpointDamagedError."""
+    from mmjax import verified_restore
+    return verified_restore.restore_verified(self, step, abstract_state)
+
+  def restore_unverified(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     check_compatible(self.saved_shapes(step), abstract_state, self.directory, step)
     restored = self._manager.restore(step, args=ocp.args.Composite(
         state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -87,9 +137,27 @@ class Checkpointer:
       restored = reader.restore(path, args=ocp.args.PyTreeRestore(
           item=item, restore_args=restore_args, partial_restore=True))
     return restored["params"]
+  def restore_latest_good(self, abstract_state: Any) -> tuple[int | None, Any, dict]:
+    """(step, state, data) of the newest step that verifies; damaged newer steps are moved
+    aside (never deleted) with a warning naming them. (None, None, {}) if there is none."""
+    from mmjax import verified_restore
+    return verified_restore.restore_latest_good(self, abstract_state)
+
+  def restore_for_reading(self, step: int | None, abstract_state: Any, *,
+                          params_only: bool = False) -> tuple[int, Any, dict]:
+    """For readers of a live workdir: `step` (default: the newest), retrying with the newest
+    step when the trainer deletes the chosen one (keep-N) while it is being read.
+    params_only: restore just `abstract_state.params` (returned in place of the state)."""
+    from mmjax import verified_restore
+    return verified_restore.restore_for_reading(self, step, abstract_state,
+                                                params_only=params_only)
+
+  def reload(self) -> None:
+    self._manager.reload()
 
   def close(self) -> None:
     self._manager.wait_until_finished()
+    self._seal_committed()
     self._manager.close()
 
 

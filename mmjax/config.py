@@ -32,7 +32,10 @@ def load_recipe(spec: str) -> ml_collections.ConfigDict:
   mod_spec.loader.exec_module(module)
   if not hasattr(module, "get_config"):
     raise ConfigError(f"recipe {path!r} has no get_config(variant) function")
-  config = module.get_config(variant or None)
+  try:
+    config = module.get_config(variant or None)
+  except (ValueError, KeyError) as e:  # recipes refuse unknown variants this way
+    raise ConfigError(f"--config {spec!r}: {e}") from None
   config_layout.upgrade(config, source=path)
   config.lock()
   return config
@@ -146,6 +149,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   against the tasks.
   """
   from mmjax import build, evaluators, schedules, sharding  # local: these import jax
+  from mmjax.config_checks import check_finite_floats
+  check_finite_floats(config, ConfigError)
   for key in ("total_steps", "log_every_steps", "eval_batch_size", "checkpoint.every_steps",
               "checkpoint.keep"):
     _positive_int(config, key)

@@ -160,3 +160,25 @@ def any_process(flag: bool) -> bool:
     return bool(flag)
   from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))))
+
+
+def lost_peer_message(error: BaseException, wait_s: float = 12.0) -> str:
+  """One line for an error that a multi-process job raised in a collective: which process is
+  gone, judged by the step watchdog's heartbeats (waited for up to `wait_s` to go stale)."""
+  import time
+  from mmjax.watchdog import StepWatchdog
+  dog = StepWatchdog(0, jax.process_index(), jax.process_count())
+  deadline = time.time() + wait_s
+  stale = []
+  while time.time() < deadline:
+    stale = [s for s in dog._stale_processes(older_than=6.0)
+             if not s.startswith(f"process {jax.process_index()} ")]
+    if stale:
+      break
+    time.sleep(1.0)
+  text = str(error).strip().splitlines()
+  why = f"{type(error).__name__}: {text[0][:200] if text else ''}"
+  who = "; ".join(stale) if stale else "no other process looks stalled (is this host's network up?)"
+  return (f"process {jax.process_index()} of {jax.process_count()} lost contact with the job "
+          f"({why}); lost: {who}. Ending this process; rerun the same command to resume from "
+          f"the last checkpoint.")

@@ -22,22 +22,16 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
   import jax
   from mmjax import build, config as config_lib, evaluators, optim, sharding
   from mmjax import workdir as workdir_lib
-  from mmjax.checkpoint import Checkpointer, CheckpointError, bytes_read
+  from mmjax.checkpoint import Checkpointer, bytes_read
   from mmjax.trainer import abstract_train_state, with_shardings
 
   config = workdir_lib.read_config(workdir)
   for o in overrides:
     config_lib.apply_override(config, o)
   config_lib.validate(config)
-  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=config.checkpoint.keep)
+  # Read-only: a trainer may be writing this workdir right now (no cleanup, no deletion).
+  ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
   try:
-    steps = ckpt.all_steps()
-    if not steps:
-      raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first")
-    step = steps[-1] if step is None else step
-    if step not in steps:
-      raise CheckpointError(f"no checkpoint for step {step} in {ckpt.directory}; "
-                            f"available: {steps}")
     mesh = sharding.make_mesh({"data": 1}, devices=jax.devices()[:1])
     objectives = build.task_objectives(config)
     spec = build.model_spec(config, objectives)
@@ -45,7 +39,7 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
     graphdef, _, abstract = abstract_train_state(config, spec, optimizer)
     abstract_sh = with_shardings(abstract, sharding.state_shardings(abstract, mesh))
     read_before = bytes_read()
-    params = ckpt.restore_params(step, abstract_sh.params)  # no optimizer state
+    step, params, _ = ckpt.restore_for_reading(step, abstract_sh, params_only=True)
     read = bytes_read()
   finally:
     ckpt.close()

@@ -32,9 +32,11 @@ def main(argv: list[str]) -> int:
                       stream=sys.stderr)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file at INFO
   from mmjax import config as config_lib
+  from mmjax import workdir as workdir_lib
   try:
+    workdir_lib.check_usable(FLAGS.workdir)
     config = config_lib.load(FLAGS.config, overrides)
-  except config_lib.ConfigError as e:
+  except (config_lib.ConfigError, workdir_lib.WorkdirError) as e:
     cli.fail(str(e))
   from mmjax import distributed, trainer
   from mmjax.errors import MmjaxError
@@ -44,6 +46,11 @@ def main(argv: list[str]) -> int:
     result = trainer.train(config, FLAGS.workdir, compile_only=FLAGS.compile_only)
   except MmjaxError as e:
     cli.fail(str(e), code=1)
+  except Exception as e:  # noqa: BLE001
+    import jax
+    if jax.process_count() > 1:  # a peer is gone: one line, before JAX's C++ abort
+      cli.fail(distributed.lost_peer_message(e), code=1)
+    raise
   if FLAGS.compile_only:
     print(json.dumps(result, indent=2))
   return 0

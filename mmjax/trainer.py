@@ -19,8 +19,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax import aot, build, distributed, evaluators, optim, perf, schedules, sharding
+from mmjax import (aot, build, distributed, evaluators, optim, perf, schedules, sharding,
+                   write_errors)
 from mmjax import workdir as workdir_lib
+from mmjax import workdir_lock
 from mmjax.checkpoint import Checkpointer, CheckpointError
 from mmjax.config import ConfigError
 from mmjax.errors import MmjaxError
@@ -73,9 +75,8 @@ class StopRequested:
 
 
 def save_failed(error: Exception, ckpt: Checkpointer) -> str:
-  return (f"saving a checkpoint under {ckpt.directory} failed: {type(error).__name__}: {error}. "
-          f"Training stopped; the last complete checkpoint is step {ckpt.latest_step()}. Fix the "
-          f"cause (disk space, permissions) and rerun the same command to resume.")
+  return write_errors.stopped(f"saving a checkpoint under {ckpt.directory}", error,
+                              ckpt.latest_step())
 
 
 def nonfinite_message(step: int, task: str, metrics: dict | None, last_good: int | None) -> str:
@@ -135,7 +136,6 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   """
   clock = WallClock()
   is_main = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
 
   # ------------------------------------------------------------------ Mesh
   mesh = checked_mesh(config)
@@ -209,23 +209,29 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     return out
 
   # ------------------------------------------------------------------ Checkpoint
+  # Nothing is written into the workdir before this point, so a bad config leaves none.
+  lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
   ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=config.checkpoint.keep,
                       async_save=config.checkpoint.async_save)
-  start_step = ckpt.latest_step()
-  with clock("restore" if start_step is not None else "init"):
+  try:
+    with clock("restore"):  # verified; damaged newer steps are named and moved aside
+      start_step, state, data_states = ckpt.restore_latest_good(abstract_sh)
     if start_step is not None:
-      state, data_states = ckpt.restore(start_step, abstract_sh)
       log.info("resumed from %s/%d", ckpt.directory, start_step)
       # A bad step recorded by an earlier nan_policy=skip run must not freeze this one.
       if halt and int(jax.device_get(state.first_bad_step)) >= 0:
         state = state.replace(first_bad_step=jax.device_put(
             jnp.full((), -1, jnp.int32), state_sh.first_bad_step))
     else:
-      # Created directly with its final shardings: never materialised on one device.
-      state = jax.jit(init_fn, out_shardings=state_sh)()
-      data_states = {}
-  if is_main:
-    workdir_lib.write_config(workdir, config)
+      with clock("init"):  # created with its final shardings: never on one device first
+        state = jax.jit(init_fn, out_shardings=state_sh)()
+    if is_main:
+      workdir_lib.write_config(workdir, config)
+  except BaseException:
+    ckpt.close()
+    if lock is not None:
+      lock.release()
+    raise
 
   with clock("data"):
     for name, it in iterators.items():
@@ -279,7 +285,8 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
       logged.update(results)
 
   # ------------------------------------------------------------------ Loop
-  writer = MetricsWriter(workdir, enabled=is_main)
+  writer = MetricsWriter(workdir, enabled=is_main, resume_step=start_step,
+                         last_checkpoint=ckpt.latest_step)
   step = int(start_step or 0)
   last_saved = start_step
   window, fetched, logged = MetricWindow(), [], {}
@@ -399,3 +406,5 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
       ckpt.close()
     except Exception:  # already reported above; do not mask the original error
       pass
+    if lock is not None:
+      lock.release()

@@ -1,7 +1,10 @@
 """The workdir layout users and tools rely on, in one place.
 
   config.json            the config of the run (rewritten on resume once it is known compatible)
-  checkpoints/<step>/    Orbax checkpoints
+  config_history/        earlier config.json files, kept when a resume changed a setting
+  lock                   held by the one trainer writing here (mmjax/workdir_lock.py)
+  checkpoints/<step>/    Orbax checkpoints (+ mmjax_checksums.process_<i>.json)
+  checkpoints_damaged/   steps that failed verification, moved aside by the trainer
   metrics.jsonl          one JSON object per logged step
   tensorboard/           event files
   eval/                  evaluation results (mmjax.evaluate)
@@ -9,9 +12,25 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
 
 from mmjax import config as config_lib
+from mmjax.errors import MmjaxError
+
+log = logging.getLogger("mmjax.workdir")
+
+
+class WorkdirError(MmjaxError, ValueError):
+  """--workdir cannot be a workdir (e.g. it names a file)."""
+
+
+def check_usable(workdir: str) -> None:
+  """Refuses a --workdir that exists but is not a directory, before anything is written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirError(f"--workdir {workdir} is a file, not a directory; name a new or "
+                       f"existing directory")
 
 
 def config_path(workdir: str) -> str:
@@ -35,11 +54,46 @@ def read_config(workdir: str):
     return config_lib.from_json(f.read())
 
 
-def write_config(workdir: str, config) -> None:
+def _flat(tree, prefix: str = "") -> dict:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+  a, b = _flat(old), _flat(new)
+  return sorted(k for k in set(a) | set(b) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+
+
+def write_config(workdir: str, config) -> list[str]:
+  """Writes config.json; on a resume that changed settings, keeps the earlier file under
+  config_history/ and logs a warning naming the changed keys (which it returns)."""
+  text = config_lib.to_json(config)
+  changed = []
+  if os.path.isfile(config_path(workdir)):
+    with open(config_path(workdir)) as f:
+      old_text = f.read()
+    try:
+      changed = changed_keys(json.loads(old_text), json.loads(text))
+    except ValueError:
+      changed = ["<config.json was unreadable>"]
+    if not changed:
+      return []
+    history = os.path.join(workdir, "config_history")
+    os.makedirs(history, exist_ok=True)
+    kept = os.path.join(history, f"config.{time.strftime('%Y%m%d-%H%M%S')}.{os.getpid()}.json")
+    with open(kept, "w") as f:
+      f.write(old_text)
+    log.warning("resuming with changed settings: %s (the earlier config.json is kept as %s)",
+                ", ".join(changed), kept)
   tmp = config_path(workdir) + ".tmp"
   with open(tmp, "w") as f:
-    f.write(config_lib.to_json(config))
+    f.write(text)
   os.replace(tmp, config_path(workdir))  # atomic: a crash never leaves half a config
+  return changed
 
 
 def write_json(path: str, obj) -> None:

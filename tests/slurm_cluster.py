@@ -2,17 +2,23 @@
 
 Installs Debian's slurm-wlm and munge when missing (root only), starts munged, slurmctld and
 slurmd with a slurm.conf written for this host into a temporary folder, and stops the daemons
-it started, by PID. Every wait is bounded. Problems raise SlurmUnavailable with the reason:
+it started, by PID. Every wait is bounded. The daemons run in their own sessions, and a
+reaper process (tests/daemon_reaper.py) ends them if the test process dies without stopping
+them (a suite killed at its time limit); an atexit hook covers a normal interpreter exit. Problems raise SlurmUnavailable with the reason:
 the tests fail with it rather than skip, so CI never passes without having run them.
 """
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+
+from tests.daemon_reaper import _alive, _pid
 
 PACKAGES = ("slurm-wlm", "munge")
 MUNGE_SOCKET = "/run/munge/munge.socket.2"
@@ -22,9 +28,11 @@ class SlurmUnavailable(RuntimeError):
   """SLURM could not be installed or started here; the message says why."""
 
 
-def _run(cmd: list[str], timeout: float, env: dict | None = None) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], timeout: float, env: dict | None = None,
+         new_session: bool = False) -> subprocess.CompletedProcess:
   try:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
+                          start_new_session=new_session)
   except (OSError, subprocess.TimeoutExpired) as e:
     raise SlurmUnavailable(f"{' '.join(cmd)}: {e}") from e
 
@@ -63,24 +71,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _pid(path: str) -> int | None:
-  try:
-    with open(path) as f:
-      return int(f.read().strip())
-  except (OSError, ValueError):
-    return None
-
-
-def _alive(pid: int | None) -> bool:
-  if pid is None:
-    return False
-  try:
-    os.kill(pid, 0)
-    return True
-  except OSError:
-    return False
-
-
 class LocalSlurm:
   """`with LocalSlurm(tmp_dir) as slurm: slurm.run(["sbatch", ...])`."""
 
@@ -90,6 +80,7 @@ class LocalSlurm:
     self.host = socket.gethostname()
     self.start_timeout = start_timeout
     self._started: list[str] = []  # pid files of the daemons this object started
+    self._reaper: subprocess.Popen | None = None
 
   # ------------------------------------------------------------------ setup
   def _munge_works(self) -> bool:
@@ -109,7 +100,8 @@ class LocalSlurm:
       else:
         raise SlurmUnavailable("no /etc/munge/munge.key and no tool to create one")
     # --force: munged refuses to start as root, or with a stale socket, without it.
-    proc = _run(["munged", "--force", "--pid-file", os.path.join(self.dir, "munged.pid")], 30)
+    proc = _run(["munged", "--force", "--pid-file", os.path.join(self.dir, "munged.pid")], 30,
+                new_session=True)
     if proc.returncode != 0:
       raise SlurmUnavailable(f"munged --force failed: {proc.stderr[-1000:]}")
     self._started.append(os.path.join(self.dir, "munged.pid"))
@@ -155,16 +147,26 @@ class LocalSlurm:
     proc = self.run(["sinfo", "-h", "-N", "-o", "%T"], 10)
     return proc.stdout.strip() if proc.returncode == 0 else ""
 
+  def _start_reaper(self) -> None:
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    pidfiles = [os.path.join(self.dir, f) for f in ("slurmd.pid", "slurmctld.pid", "munged.pid")]
+    self._reaper = subprocess.Popen(
+        [sys.executable, "-m", "tests.daemon_reaper", str(os.getpid()), "--slurm-conf",
+         self.conf, *pidfiles], cwd=root, start_new_session=True,
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(self.stop)
+
   def start(self) -> "LocalSlurm":
     os.makedirs(self.dir, exist_ok=True)
     ensure_installed()
+    self._start_reaper()  # before any daemon starts: a kill at any moment leaves none
     self._start_munge()
     self._write_conf()
     for daemon, pidfile, log in (("slurmctld", "slurmctld.pid", "slurmctld.log"),
                                  ("slurmd", "slurmd.pid", "slurmd.log")):
       # -i: ignore state left by an earlier cluster in the same folder; the daemons fork.
       args = [daemon, "-f", self.conf] + (["-i"] if daemon == "slurmctld" else [])
-      proc = _run(args, 60, self.env())
+      proc = _run(args, 60, self.env(), new_session=True)
       pid = os.path.join(self.dir, pidfile)
       if proc.returncode != 0:
         raise SlurmUnavailable(f"{daemon} failed to start ({proc.returncode}): {proc.stderr[-1000:]}")
@@ -205,6 +207,10 @@ class LocalSlurm:
       if _alive(pid):
         os.kill(pid, signal.SIGKILL)
     self._started.clear()
+    if self._reaper is not None:
+      self._reaper.kill()
+      self._reaper.wait(timeout=10)
+      self._reaper = None
 
   def __enter__(self):
     try:

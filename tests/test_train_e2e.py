@@ -54,7 +54,7 @@ def test_workdir_layout_metrics_and_time_accounting(trained):
   workdir, proc = trained
   assert sorted(os.listdir(os.path.join(workdir, "checkpoints"))) == ["12", "6"]
   cfg = json.load(open(os.path.join(workdir, "config.json")))
-  assert cfg["total_steps"] == 12 and cfg["model"]["fusion"] == "early"
+  assert cfg["total_steps"] == 12 and cfg["model"]["fusion"] == {"type": "early"}
   assert glob.glob(os.path.join(workdir, "tensorboard", "events.out.tfevents.*"))
   rows = read_metrics(workdir)
   train_rows = [r for r in rows if "train/default/loss" in r]

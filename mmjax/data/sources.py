@@ -110,6 +110,11 @@ def get_source(name: str, split: str, data_dir: str = "") -> Source:
   data_dir = default_data_dir(data_dir)
   if name == WORLD or name.startswith(WORLD + "/"):
     config = name.partition("/")[2] or "default"
+    known = [c.name for c in world.CONFIGS]
+    if config not in known:
+      raise DataError(f"unknown dataset {name!r}: the built-in world has "
+                      f"{', '.join(f'{WORLD}/{c}' for c in known)}; any other name must be a "
+                      f"TFDS dataset prepared as ArrayRecord in data_dir")
     tfds_source = world.prepare(config, data_dir).as_data_source(split)
   else:
     try:

@@ -1,0 +1,121 @@
+"""Restores that never trust a step blindly: checksums first, then the restore itself, then
+the restored values. A damaged step is named, and the writer falls back to the newest good
+step, moving the damaged one aside (never deleting it); readers refuse it with the same words.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mmjax import checkpoint_verify, distributed
+from mmjax.checkpoint import CheckpointDamagedError, CheckpointError, path_name
+
+log = logging.getLogger("mmjax.checkpoint")
+
+DAMAGED_DIR = "checkpoints_damaged"  # beside checkpoints/, outside Orbax's view
+
+
+def damage_message(directory: str, step: int, problems: list[str]) -> str:
+  more = f" (and {len(problems) - 5} more)" if len(problems) > 5 else ""
+  return f"checkpoint step {step} in {directory} is damaged: {'; '.join(problems[:5])}{more}"
+
+
+def _first_line(e: Exception) -> str:
+  text = str(e).strip().splitlines()
+  return f"{type(e).__name__}: {text[0][:300] if text else ''}"
+
+
+def nonfinite_leaves(state: Any) -> list[str]:
+  """Paths of floating-point arrays holding a NaN or Inf (one jitted reduction per leaf)."""
+  leaves = [(path_name(p), x) for p, x in jax.tree_util.tree_flatten_with_path(state)[0]
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+  finite = jax.jit(lambda xs: [jnp.all(jnp.isfinite(x)) for x in xs])([x for _, x in leaves])
+  return [name for (name, _), ok in zip(leaves, jax.device_get(finite)) if not bool(ok)]
+
+
+def restore_verified(ckpt, step: int, abstract_state: Any, *,
+                     params_only: bool = False) -> tuple[Any, dict]:
+  """(state, data) of `step` after checking it; with params_only, (params, {}) — the files
+  are still all checksummed, but only the parameters are restored onto the device."""
+  step_dir = os.path.join(ckpt.directory, str(step))
+  try:
+    problems = checkpoint_verify.problems(step_dir, jax.process_index(), jax.process_count())
+  except OSError as e:  # a file vanished mid-check
+    problems = [f"its files could not be read ({_first_line(e)})"]
+  if distributed.any_process(bool(problems)):
+    raise CheckpointDamagedError(damage_message(
+        ckpt.directory, step, problems or ["another process found damaged files; see its log"]))
+  try:
+    if params_only:
+      state, data = ckpt.restore_params(step, abstract_state.params), {}
+    else:
+      state, data = ckpt.restore_unverified(step, abstract_state)
+  except CheckpointDamagedError:
+    raise
+  except CheckpointError:
+    raise  # a step from another config: not damage, and nothing to fall back to
+  except Exception as e:  # tensorstore, JSON, OS errors: whatever a broken file raises
+    raise CheckpointDamagedError(damage_message(
+        ckpt.directory, step, [f"it does not restore ({_first_line(e)})"])) from None
+  bad = nonfinite_leaves(state)
+  if bad:
+    raise CheckpointDamagedError(damage_message(
+        ckpt.directory, step, [f"restored values are not finite (NaN/Inf) in {', '.join(bad[:3])}"
+                               + (f" and {len(bad) - 3} more arrays" if len(bad) > 3 else "")]))
+  return state, data
+
+
+def _move_aside(ckpt, step: int) -> str:
+  dest = os.path.join(os.path.dirname(ckpt.directory), DAMAGED_DIR,
+                      f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+  if jax.process_index() == 0:
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    os.rename(os.path.join(ckpt.directory, str(step)), dest)
+  distributed.any_process(False)  # a barrier: nobody lists steps before the move
+  ckpt.reload()
+  return dest
+
+
+def restore_latest_good(ckpt, abstract_state: Any) -> tuple[int | None, Any, dict]:
+  for step in sorted(ckpt.all_steps(), reverse=True):
+    try:
+      state, data = restore_verified(ckpt, step, abstract_state)
+      return step, state, data
+    except CheckpointDamagedError as e:
+      dest = _move_aside(ckpt, step)
+      log.warning("%s. Moved it to %s (nothing was deleted); falling back to the newest step "
+                  "before it.", e, dest)
+  return None, None, {}
+
+
+def restore_for_reading(ckpt, step: int | None, abstract_state: Any, *,
+                        params_only: bool = False) -> tuple[int, Any, dict]:
+  for _ in range(5):
+    ckpt.reload()
+    steps = ckpt.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first")
+    chosen = steps[-1] if step is None else step
+    if chosen not in steps:
+      raise CheckpointError(f"no checkpoint for step {chosen} in {ckpt.directory}; "
+                            f"available: {steps}")
+    try:
+      state, data = restore_verified(ckpt, chosen, abstract_state, params_only=params_only)
+      return chosen, state, data
+    except CheckpointDamagedError:
+      if os.path.isdir(os.path.join(ckpt.directory, str(chosen))):
+        raise  # really damaged, not deleted under us
+      if step is not None:
+        raise CheckpointError(
+            f"checkpoint step {chosen} in {ckpt.directory} was deleted while being read (the "
+            f"trainer keeps only the newest checkpoint.keep steps); evaluate a newer step, "
+            f"e.g. --step {ckpt.all_steps()[-1] if ckpt.all_steps() else ''}") from None
+      log.warning("step %d was deleted by the trainer while being read; retrying with the "
+                  "newest step", chosen)
+  raise CheckpointError(f"checkpoints under {ckpt.directory} kept being deleted while being "
+                        f"read; try again, or evaluate with --step a step that is kept")

@@ -1,0 +1,38 @@
+"""One message for a run stopped by a failed write (checkpoint, metrics, config), whose advice
+follows from the actual error: a full disk, a permission or read-only problem, or files that
+disappeared under the writer are different causes with different fixes."""
+from __future__ import annotations
+
+import errno
+
+
+def _os_error(error: BaseException) -> OSError | None:
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, OSError):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def advice(error: BaseException) -> str:
+  os_error = _os_error(error)
+  code = getattr(os_error, "errno", None)
+  if code in (errno.ENOSPC, errno.EDQUOT):
+    return "The disk is full (or over quota): free space there"
+  if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    return "This process may not write there (permissions, or a read-only filesystem): fix that"
+  if code in (errno.ENOENT, errno.ENOTDIR):
+    return ("A file or folder of the workdir disappeared or was replaced while it was being "
+            "written (another program deleting or moving files there?): make sure only this run "
+            "changes the workdir")
+  return "Fix the cause"
+
+
+def stopped(what: str, error: BaseException, last_checkpoint: int | None) -> str:
+  """'<what> failed: <error>. Training stopped; ... <advice> and rerun the same command.'"""
+  last = (f"the last complete checkpoint is step {last_checkpoint}" if last_checkpoint is not None
+          else "no checkpoint has been completed yet")
+  return (f"{what} failed: {type(error).__name__}: {error}. Training stopped; {last}. "
+          f"{advice(error)}, and rerun the same command to resume.")
