@@ -252,3 +252,12 @@ def test_group_size_must_divide_the_batch():
   m = make(routing="token_choice", group_size=3)
   with pytest.raises(ConfigError, match="batch of 4 examples does not split into routing"):
     m(*inputs())
+
+
+def test_moe_recipe_variants_parse():
+  import os
+  from tests.conftest import ROOT
+  recipe = os.path.join(ROOT, "configs", "mm_world_moe.py")
+  tiny = build.model_spec(config_lib.load(recipe + ":tiny_moe")).ffn
+  assert isinstance(tiny, MoeConfig) and tiny.num_experts == 4
+  assert build.model_spec(config_lib.load(recipe + ":moe")).ffn.every == 2

@@ -142,6 +142,32 @@ def test_sigkill_at_any_point_then_resume_is_bit_identical(world_dir, tmp_path):
     np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
+def test_moe_run_killed_then_resumed_is_bit_identical(world_dir, tmp_path):
+  common = ["--config.checkpoint.every_steps=2", "--config.total_steps=4",
+            "--config.model.ffn.type=moe", "--config.model.ffn.num_experts=4",
+            "--config.model.ffn.routing=token_choice", "--config.evals.retrieval.every_steps=100",
+            "--config.evals.retrieval_shuffled_images.every_steps=100",
+            "--config.evals.classification.every_steps=100", "--config.evals.loss.every_steps=100"]
+  ref = tmp_path / "uninterrupted"
+  run_cli("mmjax.train", tiny_args(ref, world_dir, *common))
+  killed = tmp_path / "killed"
+  cmd = [sys.executable, "-m", "mmjax.train", *tiny_args(killed, world_dir, *common)]
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  try:
+    wait_for(lambda: os.path.isdir(killed / "checkpoints" / "2"), 240, "a first checkpoint")
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+  run_cli("mmjax.train", tiny_args(killed, world_dir, *common))
+  a, b = final_params(ref, 4), final_params(killed, 4)
+  assert any("router" in k for k in a)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  rows = [r for r in read_metrics(ref) if "train/default/loss" in r]
+  assert any(k.endswith("layer0/moe/dead_experts") for k in rows[-1])
+
+
 def test_sigterm_saves_and_exits_cleanly_then_resumes(world_dir, tmp_path):
   args = tiny_args(tmp_path, world_dir, "--config.total_steps=100000",
                    "--config.checkpoint.every_steps=50000")

@@ -125,15 +125,19 @@ def dropless_blocked(x_sd, expert_sk, weight_sk, valid_s, w: ExpertWeights, act,
   x_nbd = jnp.pad(x_sd, ((0, 1), (0, 0)))[row_token].reshape(num_blocks, block, -1)
   block_expert = jnp.minimum(
       jnp.searchsorted(padded_end, jnp.arange(num_blocks) * block, side="right"), e - 1)
+  live = jnp.arange(num_blocks) * block < padded_end[-1]
 
   def one_block(_, inputs):
-    # Blocks past the last expert's rows hold only padding and are computed anyway: under
-    # vmap a lax.cond would run both branches. The bound keeps them under E blocks.
-    x_bd, j = inputs
-    h = act(x_bd @ w.wi[j] + w.bi[j])
-    return None, h @ w.wo[j] + w.bo[j]
-
-  _, out_nbd = jax.lax.scan(one_block, None, (x_nbd, block_expert))
+    # Blocks past the last expert's rows hold only padding: skipped (unless vmapped, where
+    # the cond becomes a select and they run; the bound keeps them under E blocks).
+    x_bd, j, run = inputs
+    def ffn(x_bd):
+      h = act(x_bd @ w.wi[j] + w.bi[j])
+      return h @ w.wo[j] + w.bo[j]
+    return None, jax.lax.cond(run, ffn, jnp.zeros_like, x_bd)
+  # A scan over blocks measured faster on XLA:CPU than gathering every block's weights for
+  # one batched einsum (NOTES-moe.md).
+  _, out_nbd = jax.lax.scan(one_block, None, (x_nbd, block_expert, live))
   return _combine_sorted(out_nbd.reshape(rows, -1), st, weight_sk, row_sorted[st.inverse])
 
 
@@ -147,4 +151,6 @@ def run_dropless(x_gsd, expert_gsk, weight_gsk, valid_gs, w: ExpertWeights, act,
                         weight_gsk.reshape(g * s, -1), valid_gs.reshape(g * s), w, act)
     return y.reshape(g, s, d)
   fn = lambda x, ex, wt, v: dropless_blocked(x, ex, wt, v, w, act, block)
+  if x_gsd.shape[0] == 1:  # one group (one device): unvmapped, so empty blocks are skipped
+    return fn(x_gsd[0], expert_gsk[0], weight_gsk[0], valid_gs[0])[None]
   return jax.vmap(fn)(x_gsd, expert_gsk, weight_gsk, valid_gs)
