@@ -32,14 +32,29 @@ from mmjax.scaling import flops as flops_lib  # noqa: E402
 from mmjax.train_step import init_state, make_train_step  # noqa: E402
 
 
-def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_shape_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  """The model and batch shape flags, shared with benchmarks/moe.py."""
   p.add_argument("--width", type=int, default=512)
   p.add_argument("--depth", type=int, default=8)
   p.add_argument("--heads", type=int, default=8)
   p.add_argument("--tokens", type=int, default=256, help="sequence length (a square number)")
   p.add_argument("--batch", type=int, default=16)
   p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  return p
+
+
+def classification_task():
+  """The benchmarks' objective (10-way image classification) and optimizer."""
+  obj = objectives.make_objective(
+      "cls", dict(type="classification", inputs=("image",), label="label", num_classes=10),
+      {"image": "image"})
+  ocfg = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=1, end_lr_fraction=0.1,
+                                        weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0))
+  return obj, optim.make_optimizer(ocfg, 1000)
+
+
+def main():
+  p = add_shape_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--matmul", type=int, nargs="+", default=[1024, 2048, 4096],
                  help="reference square matmul sizes (the best is used)")
@@ -52,12 +67,7 @@ def main():
       modalities={"image": ModalitySpec("image", (side * patch, side * patch, 3), (patch,))},
       width=a.width, depth=a.depth, num_heads=a.heads, mlp_dim=mlp, dtype=a.dtype,
       heads=Heads(class_heads={"label": 10}))
-  obj = objectives.make_objective(
-      "cls", dict(type="classification", inputs=("image",), label="label", num_classes=10),
-      {"image": "image"})
-  ocfg = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=1, end_lr_fraction=0.1,
-                                        weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0))
-  optimizer = optim.make_optimizer(ocfg, 1000)
+  obj, optimizer = classification_task()
   model = build_model(spec, seed=0)
   graphdef, params = nnx.split(model, nnx.Param)
   state = init_state(lambda: params, optimizer)

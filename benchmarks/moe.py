@@ -24,11 +24,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from mmjax import objectives, optim, perf  # noqa: E402
+from benchmarks.mfu import add_shape_args, classification_task  # noqa: E402
+from mmjax import perf  # noqa: E402
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
 from mmjax.models.ffn.mlp import MlpConfig  # noqa: E402
 from mmjax.models.ffn.moe import MoeConfig  # noqa: E402
@@ -50,13 +50,7 @@ def variants(a) -> dict:
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--width", type=int, default=512)
-  p.add_argument("--depth", type=int, default=8)
-  p.add_argument("--heads", type=int, default=8)
-  p.add_argument("--tokens", type=int, default=256, help="sequence length (a square number)")
-  p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p = add_shape_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
   p.add_argument("--experts", type=int, default=8)
   p.add_argument("--top_k", type=int, default=2)
   p.add_argument("--block", type=int, default=128, help="rows per block (blocked kernel)")
@@ -66,12 +60,7 @@ def main():
 
   side = int(round(a.tokens ** 0.5))
   patch = 8
-  obj = objectives.make_objective(
-      "cls", dict(type="classification", inputs=("image",), label="label", num_classes=10),
-      {"image": "image"})
-  ocfg = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=1, end_lr_fraction=0.1,
-                                        weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0))
-  optimizer = optim.make_optimizer(ocfg, 1000)
+  obj, optimizer = classification_task()
   rng = np.random.default_rng(0)
   batch = {"image": jnp.asarray(rng.normal(size=(a.batch, side * patch, side * patch, 3)),
                                 jnp.float32),
