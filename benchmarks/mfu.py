@@ -38,25 +38,41 @@ from report import print_figures  # noqa: E402
 PATCH = 8
 
 
+def add_shape_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+  """The model and batch shape flags, shared with benchmarks/moe.py."""
+  p.add_argument("--width", type=int, default=512)
+  p.add_argument("--depth", type=int, default=8)
+  p.add_argument("--heads", type=int, default=8)
+  p.add_argument("--tokens", type=int, default=256, help="sequence length (a square number)")
+  p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  return p
+
+
+def classification_task():
+  """The benchmarks' objective (10-way image classification) and optimizer."""
+  obj = objectives.make_objective(
+      "cls", dict(type="classification", inputs=("image",), label="label", num_classes=10),
+      {"image": "image"})
+  ocfg = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=1, end_lr_fraction=0.1,
+                                        weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0))
+  return obj, optim.make_optimizer(ocfg, 1000)
+
+
 def image_classification(width: int, depth: int, heads: int, tokens: int, dtype: str):
-  """(ModelSpec, objective, image side): a dense trunk over `tokens` image patches."""
+  """(ModelSpec, image side): a dense trunk over `tokens` image patches."""
   side = int(round(tokens ** 0.5)) * PATCH
   spec = ModelSpec(
       modalities={"image": ModalitySpec("image", (side, side, 3), (PATCH,))},
       width=width, depth=depth, num_heads=heads, mlp_dim=4 * width, dtype=dtype,
       heads=Heads(class_heads={"label": 10}))
-  obj = objectives.make_objective(
-      "cls", dict(type="classification", inputs=("image",), label="label", num_classes=10),
-      {"image": "image"})
-  return spec, obj, side
+  return spec, side
 
 
 def measure(width=512, depth=8, heads=8, tokens=256, batch=16, dtype="float32", steps=5,
             matmul=(1024,)) -> dict:
-  spec, obj, side = image_classification(width, depth, heads, tokens, dtype)
-  ocfg = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=1, end_lr_fraction=0.1,
-                                        weight_decay=0.0, b1=0.9, b2=0.95, clip_norm=1.0))
-  optimizer = optim.make_optimizer(ocfg, 1000)
+  spec, side = image_classification(width, depth, heads, tokens, dtype)
+  obj, optimizer = classification_task()
   model = build_model(spec, seed=0)
   graphdef, params = nnx.split(model, nnx.Param)
   state = init_state(lambda: params, optimizer)
@@ -95,13 +111,7 @@ def measure(width=512, depth=8, heads=8, tokens=256, batch=16, dtype="float32", 
 
 
 def main():
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--width", type=int, default=512)
-  p.add_argument("--depth", type=int, default=8)
-  p.add_argument("--heads", type=int, default=8)
-  p.add_argument("--tokens", type=int, default=256, help="sequence length (a square number)")
-  p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  p = add_shape_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
   p.add_argument("--steps", type=int, default=5)
   p.add_argument("--matmul", type=int, nargs="+", default=[1024],
                  help="reference square matmul sizes (the best is used)")

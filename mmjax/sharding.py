@@ -17,11 +17,17 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from mmjax.models import axes as logical
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
-DATA_AXES = ("data", "fsdp")  # the batch is split over both
+# The batch is split over all three: with experts on `expert`, the dense layers' work
+# is split over it too instead of repeated on every expert shard.
+DATA_AXES = ("data", "fsdp", "expert")
 
-# logical name -> mesh axis (or tuple of axes, or None = replicated).
+# logical name -> mesh axis (or tuple of axes, or None = replicated). Two name sets:
+# activations ("batch", "length", "slot_*") and weights ("embed", "mlp", "expert", ...), so
+# the batch can be split over `expert` without touching the experts' weights.
 RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
-    ("batch", ("data", "fsdp")),
+    ("batch", DATA_AXES),
+    ("slot_batch", ("data", "fsdp")),  # MoE slot grid [group, expert, slot, d]: groups and
+    ("slot_expert", "expert"),         # experts, split like the expert weights (all-to-all)
     ("embed", "fsdp"),
     ("mlp", "tensor"),
     ("heads", "tensor"),
@@ -175,6 +181,28 @@ def state_shardings(abstract_state, mesh: Mesh, rules=RULES):
 
 def activation_sharder(mesh: Mesh, rules=RULES):
   return lambda names: NamedSharding(mesh, spec_for(names, rules))
+
+
+def data_parallel_size(mesh: Mesh) -> int:
+  """How many ways the batch is split: every batch size must be a multiple of it."""
+  return math.prod(mesh.shape[a] for a in DATA_AXES)
+
+
+def check_experts_divide(abstract_state, mesh: Mesh, rules=RULES) -> None:
+  """An expert count the expert-parallel size does not divide is an error: `fit_spec`
+  would otherwise quietly replicate every expert on every device."""
+  target = dict(rules).get("expert")
+  mesh_axes = (target,) if isinstance(target, str) else tuple(target or ())
+  size = math.prod(mesh.shape[a] for a in mesh_axes)
+  names = logical.logical_axes_of(abstract_state)
+  for n, leaf in zip(jax.tree.leaves(names, is_leaf=lambda x: isinstance(x, logical.Names)),
+                     jax.tree.leaves(abstract_state)):
+    for name, dim in zip(n, np.shape(leaf)):
+      if name == "expert" and dim % size:
+        raise ValueError(
+            f"model.ffn.num_experts={dim} is not divisible by the expert-parallel size {size} "
+            f"(mesh {dict(mesh.shape)}): use a multiple of {size} experts or a smaller "
+            f"mesh.expert")
 
 
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:

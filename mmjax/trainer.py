@@ -118,7 +118,7 @@ def checked_mesh(config):
     if n % tensor:
       raise ConfigError(f"config.model.{key}={n} is not divisible by the tensor-parallel size "
                         f"{tensor} (mesh {dict(mesh.shape)}); pick a multiple of {tensor}")
-  data_parallel = mesh.shape["data"] * mesh.shape["fsdp"]
+  data_parallel = sharding.data_parallel_size(mesh)
   for name, task in config.tasks.items():
     if task.batch_size % data_parallel:
       raise ConfigError(f"config.tasks.{name}.batch_size={task.batch_size} is not divisible by "
@@ -151,6 +151,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   # ------------------------------------------------------------------ Shard & init
   try:
     rules = sharding.rules_from_config(config.sharding.rules)
+    sharding.check_experts_divide(abstract.params, mesh, rules)
     state_sh = sharding.state_shardings(abstract, mesh, rules)
     sharding.check_sufficiently_sharded(abstract.params, state_sh.params, mesh,
                                         config.sharding.max_replicated_params)

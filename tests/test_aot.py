@@ -51,3 +51,19 @@ def test_a_large_replicated_parameter_fails_loudly(world_dir, tmp_path):
   with pytest.raises(ConfigError, match="would be replicated on every device"):
     compile_only(world_dir, tmp_path, "mesh.data=1", "mesh.fsdp=8",
                  "sharding.rules.embed=None", "sharding.max_replicated_params=1000")
+
+
+MOE = ["model.ffn.type=moe", "model.ffn.num_experts=8", "model.ffn.top_k=2"]
+
+
+def test_compile_only_with_experts_split_over_the_expert_axis(world_dir, tmp_path):
+  r = compile_only(world_dir, tmp_path, *MOE, "mesh.data=2", "mesh.expert=4")
+  assert r["params_bytes"] > 0 and r["temp_bytes"] > 0 and r["flops"] > 0
+
+
+def test_an_expert_count_the_expert_axis_does_not_divide_fails_before_compiling(
+    world_dir, tmp_path):
+  with pytest.raises(ConfigError, match="num_experts=6 is not divisible by the "
+                                        "expert-parallel size 4"):
+    compile_only(world_dir, tmp_path, *MOE, "model.ffn.num_experts=6", "mesh.data=2",
+                 "mesh.expert=4")

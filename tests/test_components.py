@@ -51,7 +51,7 @@ def test_an_old_layout_is_upgraded_keeping_its_head_names_and_task_draws(caplog)
 
 @pytest.mark.parametrize("override, message", [
     ("model.fusion_layer=2", "unknown config key 'model.fusion_layer'"),
-    ("model.ffn.type=moe", "model.ffn.type='moe': unknown feed-forward type.*valid: 'mlp'"),
+    ("model.ffn.type=experts", "model.ffn.type='experts': unknown feed-forward type.*valid: 'mlp', 'moe'"),
     ("tasks.default.objectives.av_label.num_classes=1", "av_label.num_classes=1: need >= 2"),
     ("tasks.default.objectives.text_image.a=smell", "uses modality 'smell'"),
     ("evals.classification.objective=text_image",

@@ -25,7 +25,7 @@ def test_tiny_recipe_loads_and_overrides_parse_by_type():
     ("model.fusion.type=middle", "model.fusion.type='middle': unknown fusion type; valid: 'bottleneck', 'early', 'late'"),
     ("model.fusion=early", "model.fusion is a section.*--config.model.fusion.type=early"),
     ("model.ffn.activation=tanh", "config.model.ffn.activation='tanh': valid: 'gelu'"),
-    ("model.ffn.num_experts=8", "unknown config key 'model.ffn.num_experts'"),
+    ("model.ffn.num_experts=8", "model.ffn.num_experts belongs to feed-forward type 'moe', not 'mlp'"),
     ("schedule.type=roundrobin", "schedule.type='roundrobin': unknown schedule type"),
     ("tasks.default.weight=-1.0", "tasks.default.weight=-1.0: must be a finite number >= 0"),
     ("model.num_heads=3", "model.num_heads=3: model.width=32 is not divisible by num_heads=3"),

@@ -42,6 +42,34 @@ def snapshot(directory) -> dict[str, tuple]:
   return out
 
 
+def kill_after_first_checkpoint(workdir, args) -> None:
+  """Runs `mmjax.train args` and SIGKILLs it mid-run: after its first checkpoint (step 2)
+  exists, at a moment the test does not choose."""
+  proc = subprocess.Popen([sys.executable, "-m", "mmjax.train", *args], cwd=ROOT, env=cli_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  try:
+    wait_for(lambda: os.path.isdir(workdir / "checkpoints" / "2"), 240, "a first checkpoint")
+    time.sleep(np.random.default_rng().uniform(0.0, 1.0))
+  finally:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+  assert proc.returncode == -signal.SIGKILL
+
+
+def killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, last_step):
+  """Trains uninterrupted, and killed then resumed; asserts the final checkpoints are
+  bit-identical and returns its arrays."""
+  ref, killed = tmp_path / "uninterrupted", tmp_path / "killed"
+  run_cli("mmjax.train", tiny_args(ref, world_dir, *common))
+  kill_after_first_checkpoint(killed, tiny_args(killed, world_dir, *common))
+  run_cli("mmjax.train", tiny_args(killed, world_dir, *common))
+  a, b = final_params(ref, last_step), final_params(killed, last_step)
+  assert a.keys() == b.keys()
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  return a
+
+
 @pytest.fixture(scope="module")
 def trained(world_dir, tmp_path_factory):
   """One finished tiny run (12 steps, checkpoints at 6 and 12), shared by read-only tests."""
@@ -120,26 +148,20 @@ def test_bad_command_lines_fail_before_compiling(tmp_path, world_dir):
 
 def test_sigkill_at_any_point_then_resume_is_bit_identical(world_dir, tmp_path):
   common = ["--config.checkpoint.every_steps=2", "--config.total_steps=10"]
-  ref = tmp_path / "uninterrupted"
-  run_cli("mmjax.train", tiny_args(ref, world_dir, *common))
+  a = killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, 10)
+  assert len(a) > 20
 
-  killed = tmp_path / "killed"
-  cmd = [sys.executable, "-m", "mmjax.train", *tiny_args(killed, world_dir, *common)]
-  proc = subprocess.Popen(cmd, cwd=ROOT, env=cli_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
-  try:
-    # Kill mid-run: after the first checkpoint exists, at a moment the test does not choose.
-    wait_for(lambda: os.path.isdir(killed / "checkpoints" / "2"), 240, "a first checkpoint")
-    time.sleep(np.random.default_rng().uniform(0.0, 1.0))
-  finally:
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
-  assert proc.returncode == -signal.SIGKILL
-  run_cli("mmjax.train", tiny_args(killed, world_dir, *common))
-  a, b = final_params(ref, 10), final_params(killed, 10)
-  assert a.keys() == b.keys() and len(a) > 20
-  for k in a:
-    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+def test_moe_run_killed_then_resumed_is_bit_identical(world_dir, tmp_path):
+  common = ["--config.checkpoint.every_steps=2", "--config.total_steps=4",
+            "--config.model.ffn.type=moe", "--config.model.ffn.num_experts=4",
+            "--config.model.ffn.routing=token_choice", "--config.evals.retrieval.every_steps=100",
+            "--config.evals.retrieval_shuffled_images.every_steps=100",
+            "--config.evals.classification.every_steps=100", "--config.evals.loss.every_steps=100"]
+  a = killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, 4)
+  assert any("router" in k for k in a)
+  rows = [r for r in read_metrics(tmp_path / "uninterrupted") if "train/default/loss" in r]
+  assert any(k.endswith("layer0/moe/dead_experts") for k in rows[-1])
 
 
 def test_sigterm_saves_and_exits_cleanly_then_resumes(world_dir, tmp_path):

@@ -70,3 +70,21 @@ def logical_axes_of(state) -> object:
       return v.replace(value=Names(axes if axes is not None else (None,) * len(v.value.shape)))
     return Names((None,) * len(getattr(v, "shape", ())))  # plain arrays: replicated
   return jax.tree.map(names, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def num_shards(name: str) -> int:
+  """How many pieces the active rules split logical axis `name` into (1 without rules).
+
+  For layers whose work splits into independent pieces that should stay on one device
+  (e.g. dropless MoE sorts tokens per piece): the count, never the mesh, is what they see.
+  """
+  sharder = _ACTIVATION_SHARDER.get()
+  if sharder is None:
+    return 1
+  sh = sharder((name,))
+  entry = sh.spec[0] if len(sh.spec) else None
+  mesh_axes = (entry,) if isinstance(entry, str) else tuple(entry or ())
+  n = 1
+  for a in mesh_axes:
+    n *= sh.mesh.shape[a]
+  return n

@@ -65,7 +65,8 @@ class MultimodalModel(nnx.Module):
         for m, s in spec.modalities.items()})
 
     def make_block(layer: int) -> Block:
-      ffn = spec.ffn.build(layer, width=spec.width, mlp_dim=spec.mlp_dim, **kw)
+      ffn = spec.ffn.build(layer, width=spec.width, mlp_dim=spec.mlp_dim,
+                           num_modalities=len(spec.modalities), **kw)
       return Block(spec.width, spec.num_heads, ffn, **kw)
 
     self.trunk = spec.fusion.build(depth=spec.depth, width=spec.width, make_block=make_block,

@@ -21,9 +21,9 @@ class MlpConfig:
     check(self.activation in ACTIVATIONS, "activation",
           f"valid: {', '.join(map(repr, ACTIVATIONS))}")
 
-  def build(self, layer: int, *, width: int, mlp_dim: int, param_dtype, dtype,
-            rngs: nnx.Rngs) -> nnx.Module:
-    del layer  # the same layer at every depth
+  def build(self, layer: int, *, width: int, mlp_dim: int, num_modalities: int = 1,
+            param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
+    del layer, num_modalities  # the same layer at every depth, for every modality
     return Mlp(width, mlp_dim, activation=self.activation, param_dtype=param_dtype, dtype=dtype,
                rngs=rngs)
 

@@ -1,0 +1,122 @@
+"""The MoE feed-forward config: defaults, checks, which blocks get experts, parameter counts."""
+from __future__ import annotations
+
+import dataclasses
+
+from flax import nnx
+
+from mmjax.components import check
+from mmjax.errors import ConfigError
+from mmjax.models.ffn.mlp import ACTIVATIONS, Mlp
+
+ROUTINGS = ("token_choice", "dropless", "expert_choice")
+MODALITY_AWARE = ("none", "routers", "experts")
+KERNELS = ("auto", "blocked", "ragged")
+
+
+@dataclasses.dataclass(frozen=True)
+class MoeConfig:
+  """MoE in every `every`-th block (layers every-1, 2*every-1, ...), the dense Mlp elsewhere.
+
+  routing: token_choice  each token picks its top_k experts; an expert keeps at most
+                         `capacity` tokens per routing group, the rest are dropped
+           dropless      token choice without a capacity: tokens sorted by expert and run
+                         through a grouped matmul (`kernel`)
+           expert_choice each expert picks its top-`capacity` tokens of the group (IMP,
+                         V-MoE); needs a non-causal trunk (every trunk is one today)
+  capacity = ceil(capacity_factor * top_k * tokens_per_group / num_experts): for expert
+    choice, top_k * capacity_factor is the mean number of experts per token.
+  group_size: examples per routing group. Capacity and expert choice are per group, so
+    the math does not depend on the mesh; the batch must be a multiple of it.
+  modality_aware: none | routers (one router per modality id) | experts (the experts split
+    into one equal group per modality; a token picks within its modality's group).
+  expert_dim: hidden size of each expert (0 = model.mlp_dim).
+  kernel: the dropless grouped matmul: blocked (sort + block-padded matmuls, XLA:CPU) |
+    ragged (jax.lax.ragged_dot, GPU/TPU) | auto (by backend; see NOTES-moe.md).
+  """
+  every: int = 1
+  num_experts: int = 8
+  top_k: int = 2
+  routing: str = "dropless"
+  capacity_factor: float = 1.25
+  group_size: int = 1
+  expert_dim: int = 0
+  activation: str = "gelu"
+  modality_aware: str = "none"
+  shared_expert: bool = False
+  renormalize: bool = True      # top-k weights sum to 1 (token choice with top_k > 1)
+  lb_loss_weight: float = 0.01  # Switch load balancing (token choice and dropless)
+  z_loss_weight: float = 0.001  # router z-loss (ST-MoE)
+  kernel: str = "auto"
+  block_size: int = 128         # rows per block of the blocked dropless kernel
+
+  def __post_init__(self):
+    for f in ("every", "num_experts", "top_k", "group_size", "block_size"):
+      check(getattr(self, f) > 0, f, "must be a positive integer")
+    check(self.expert_dim >= 0, "expert_dim", "must be >= 0 (0 = model.mlp_dim)")
+    check(self.top_k <= self.num_experts, "top_k",
+          f"must be <= num_experts={self.num_experts} (a token cannot pick more experts "
+          f"than there are)")
+    check(self.capacity_factor > 0, "capacity_factor", "must be > 0")
+    check(self.routing in ROUTINGS, "routing", f"valid: {', '.join(map(repr, ROUTINGS))}")
+    check(self.modality_aware in MODALITY_AWARE, "modality_aware",
+          f"valid: {', '.join(map(repr, MODALITY_AWARE))}")
+    check(self.kernel in KERNELS, "kernel", f"valid: {', '.join(map(repr, KERNELS))}")
+    check(self.activation in ACTIVATIONS, "activation",
+          f"valid: {', '.join(map(repr, ACTIVATIONS))}")
+    check(self.lb_loss_weight >= 0, "lb_loss_weight", "must be >= 0")
+    check(self.z_loss_weight >= 0, "z_loss_weight", "must be >= 0")
+
+  def is_moe_layer(self, layer: int) -> bool:
+    return (layer + 1) % self.every == 0
+
+  def check_trunk(self, *, causal: bool) -> None:
+    """Expert choice looks at every token of a group before choosing: a causal trunk would
+    leak the future into the past. Trunks call this with their causality."""
+    if causal and self.routing == "expert_choice":
+      raise ConfigError("config.model.ffn.routing='expert_choice' needs a non-causal trunk "
+                        "(an expert's choice sees future tokens); use 'token_choice' or "
+                        "'dropless'")
+
+  def check_modalities(self, num_modalities: int) -> None:
+    if self.modality_aware != "experts":
+      return
+    per = self.num_experts // num_modalities
+    if self.num_experts % num_modalities or self.top_k > per:
+      raise ConfigError(
+          f"config.model.ffn.modality_aware='experts' splits num_experts={self.num_experts} "
+          f"into {num_modalities} equal groups (one per modality) of at least top_k="
+          f"{self.top_k}: use a multiple of {num_modalities} that is >= "
+          f"{num_modalities * self.top_k}")
+
+  def build(self, layer: int, *, width: int, mlp_dim: int, num_modalities: int = 1,
+            param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
+    if not self.is_moe_layer(layer):
+      return Mlp(width, mlp_dim, activation=self.activation, param_dtype=param_dtype,
+                 dtype=dtype, rngs=rngs)
+    self.check_modalities(num_modalities)
+    from mmjax.models.ffn.moe.layer import MoeFfn  # the layer imports this module
+    return MoeFfn(self, width, self.expert_dim or mlp_dim, num_modalities=num_modalities,
+                  param_dtype=param_dtype, dtype=dtype, rngs=rngs)
+
+
+def moe_param_counts(cfg: MoeConfig, *, width: int, mlp_dim: int, depth: int,
+                     num_modalities: int = 1) -> dict[str, int]:
+  """Feed-forward parameters of a `depth`-block trunk with this ffn config (biases and
+  routers included): `total` stored, `active` used per token (top_k experts + the shared
+  expert + the router; dense blocks count fully), for scaling laws' N."""
+  def mlp(d_ff):
+    return 2 * width * d_ff + d_ff + width
+  expert_dim = cfg.expert_dim or mlp_dim
+  routers = num_modalities if cfg.modality_aware == "routers" else 1
+  router = routers * width * cfg.num_experts
+  shared = mlp(expert_dim) if cfg.shared_expert else 0
+  moe_layers = sum(cfg.is_moe_layer(i) for i in range(depth))
+  dense_layers = depth - moe_layers
+  total = dense_layers * mlp(mlp_dim) + moe_layers * (
+      cfg.num_experts * mlp(expert_dim) + router + shared)
+  # Expert choice processes top_k * capacity_factor experts per token on average.
+  per_token = cfg.top_k * (cfg.capacity_factor if cfg.routing == "expert_choice" else 1.0)
+  active = dense_layers * mlp(mlp_dim) + moe_layers * (
+      per_token * mlp(expert_dim) + router // routers + shared)
+  return {"total": int(total), "active": int(round(active))}
