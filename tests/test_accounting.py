@@ -32,8 +32,8 @@ def analytic_and_xla(overrides, objectives_cfg=None, batch=16):
   graphdef, params = nnx.split(build_model(spec, 0), nnx.Param)
   state = jax.eval_shape(lambda: init_state(lambda: params, optimizer))
   shapes = {m: (batch, *tuple(s.shape)) for m, s in config.model.modalities.items()}
-  shapes.update(text_mask=shapes["text"], label=(batch,))
-  dtypes = {"text": jnp.int32, "label": jnp.int32, "text_mask": jnp.bool_}
+  shapes.update(text_mask=shapes["text"], label=(batch,), content_id=(batch,))
+  dtypes = {"text": jnp.int32, "label": jnp.int32, "content_id": jnp.int32, "text_mask": jnp.bool_}
   abstract_batch = {k: jax.ShapeDtypeStruct(s, dtypes.get(k, jnp.float32))
                     for k, s in shapes.items()}
   # Unsharded: one device, whatever the test's device count, so XLA counts the whole step.
@@ -51,6 +51,33 @@ def test_analytic_flops_agree_with_xla_within_3_percent_at_width_128(overrides, 
   analytic, xla = analytic_and_xla(overrides, objectives_cfg)
   assert xla > 0
   assert abs(analytic / xla - 1) < 0.03, (analytic, xla)
+
+
+MATCH = {"match": dict(type="matching", inputs=("video", "audio"))}
+
+
+@pytest.mark.parametrize("overrides, objectives_cfg", [
+    (WIDTH_128 + ["model.depth=2", "model.fusion.type=bottleneck", "model.fusion.fusion_layer=1",
+                  "model.fusion.num_bottlenecks=4"], MATCH),
+    (WIDTH_128 + ["model.fusion.type=late"], MATCH),
+    (WIDTH_128 + ["model.fusion.type=bottleneck", "model.fusion.share_weights=False"], None),
+    (["model.width=64", "model.num_heads=2", "model.mlp_dim=256", "model.embed_dim=64"], None),
+    (["model.width=256", "model.num_heads=4", "model.mlp_dim=1024", "model.embed_dim=128",
+      "model.fusion.type=late"], None),
+])
+def test_analytic_flops_of_every_trunk_agree_with_xla(overrides, objectives_cfg):
+  """Bottleneck and late fusion counted as they run (per-stream sequences, bottleneck
+  tokens), at widths 64-256, against XLA's count of the compiled CPU step."""
+  analytic, xla = analytic_and_xla(overrides, objectives_cfg)
+  assert abs(analytic / xla - 1) < 0.05, (analytic, xla)
+
+
+def test_bottleneck_attention_is_the_streams_not_the_joint_sequence():
+  config = config_lib.load(TINY, ["model.fusion.type=bottleneck", "model.fusion.num_bottlenecks=4"])
+  spec = build.model_spec(config)
+  assert spec.fusion.layer_sequences({"video": 32, "audio": 16}, 2) == [[36, 20], [36, 20]]
+  late = build.model_spec(config_lib.load(TINY, ["model.fusion.type=late"])).fusion
+  assert late.layer_sequences({"video": 32, "audio": 16}, 1) == [[32, 16]]
 
 
 def test_every_trunk_pass_of_each_objective_is_counted():

@@ -12,14 +12,18 @@ example, forward:
 
   patch embedding        sum over patch modalities 2 * N_i * patch_dim_i * d
   text embedding         0 (a table lookup)
-  per layer, per token   2 * 4 * d^2        q, k, v and output projections
-                         2 * 2 * d * m      MLP d -> m -> d
-  per layer, attention   attention_cost(N_1..N_k, d): the trunk's own. Early fusion (one
-                         transformer over all L tokens): 2 * 2 * L^2 * d (Q K^T and A V).
-                         A bottleneck trunk would supply sum_i 4 (N_i + n_bottleneck)^2 d.
-  per layer, per token   20 * d + 10 * m + 5 * h * L_attended   elementwise work, one FLOP
-                         per arithmetic op: two layer norms (8 d each), GELU (9 m) and
-                         biases, residual adds, softmax over each head's scores (5 per score)
+The trunk runs, at each layer, one or more attention sequences (the trunk config's
+`layer_sequences`): early fusion one of all L tokens; bottleneck fusion one per modality
+stream, of N_i tokens plus the n_b bottleneck tokens from `fusion_layer` on; late fusion one
+per modality of N_i tokens. For each sequence of S tokens, per layer:
+
+  projections            S * 2 * 4 * d^2      q, k, v and output
+  feed-forward           S * ffn(layer)       the ffn config's `flops_per_token`: dense
+                         2 * 2 * d * m + 10 m (GELU ~9 per unit, bias 1); MoE the router
+                         2 * d * E plus top_k (or, expert choice, top_k * capacity_factor)
+                         experts' dense cost, plus a shared expert
+  attention              4 * S^2 * d + 5 * h * S^2   Q K^T and A V, softmax per head
+  elementwise            S * 20 * d           two layer norms (8 d each), biases, residuals
   final norm, per token  8 * d
 and the heads of the objective:
   contrastive            2 * d * e per example and side (projections), 2 * B * e per
@@ -37,45 +41,13 @@ on GPU, where it misses the work inside library GEMM calls.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 
-def trunk_params(width: int, depth: int, mlp_dim: int) -> int:
-  """Matmul weights of the trunk (what the FLOP count multiplies)."""
-  return depth * (4 * width * width + 2 * width * mlp_dim)
-
-
-def forward_flops_per_token(width: int, depth: int, mlp_dim: int, seq_len: int) -> float:
-  """Trunk forward FLOPs per token of an early-fusion pass of `seq_len` tokens."""
-  per_layer = 2 * 4 * width * width + 2 * 2 * seq_len * width + 2 * 2 * width * mlp_dim
-  return float(depth * per_layer)
-
-
-def train_flops(width: int, depth: int, mlp_dim: int, seq_len: int, batch: int) -> float:
-  """Trunk FLOPs of one training step (forward + backward) over batch x seq_len tokens."""
-  return 3.0 * batch * seq_len * forward_flops_per_token(width, depth, mlp_dim, seq_len)
-
-
-# ------------------------------------------------------------------ trunk attention
-
-def early_fusion_attention(lengths: Sequence[int], width: int, num_heads: int) -> float:
-  """Forward attention FLOPs per example and layer of one transformer over all tokens:
-  scores and weighted values (matmuls) plus the softmax over each head's L x L scores."""
-  total = sum(lengths)
-  return 2.0 * 2.0 * total * total * width + 5.0 * num_heads * total * total
-
-
-def attention_cost(fusion) -> Callable[[Sequence[int], int, int], float]:
-  """attention_cost(per-modality token counts of a pass, width, heads) of a trunk config:
-  its own `attention_flops` method when it has one, else the early-fusion count for the
-  early-fusion trunk. A trunk with neither is refused rather than miscounted."""
-  from mmjax.models.trunks.early import EarlyFusionConfig
-  if hasattr(fusion, "attention_flops"):
-    return fusion.attention_flops
-  if isinstance(fusion, EarlyFusionConfig):
-    return early_fusion_attention
-  raise NotImplementedError(f"no attention FLOP count for trunk {type(fusion).__name__}: give "
-                            f"its config an attention_flops(lengths, width, num_heads) method")
+def attention_flops(length: int, width: int, num_heads: int) -> float:
+  """Forward FLOPs per example of attention over one sequence of `length` tokens: scores
+  and weighted values (matmuls) plus the softmax over each head's L x L scores."""
+  return 2.0 * 2.0 * length * length * width + 5.0 * num_heads * length * length
 
 
 # ------------------------------------------------------------------ a whole step
@@ -86,14 +58,18 @@ def pass_tokens(spec, modalities: Sequence[str], batch_shapes: Mapping[str, tupl
 
 
 def trunk_pass_flops(spec, tokens: Mapping[str, int]) -> tuple[float, float]:
-  """(patch embedding, blocks) forward FLOPs per example of one trunk pass."""
-  d, length = spec.width, sum(tokens.values())
+  """(patch embedding, blocks) forward FLOPs per example of one trunk pass, over the
+  attention sequences the trunk really runs at each layer (its `layer_sequences`)."""
+  d = spec.width
   embed = sum(2.0 * n * spec.modalities[m].patch_dim() * d
               for m, n in tokens.items() if spec.modalities[m].kind != "text")
-  m = spec.mlp_dim
-  per_layer = length * (2.0 * 4 * d * d + 2.0 * 2 * d * m + 20.0 * d + 10.0 * m)
-  per_layer += attention_cost(spec.fusion)(list(tokens.values()), d, spec.num_heads)
-  return embed, spec.depth * per_layer + length * 8.0 * d
+  blocks = 0.0
+  for layer, lengths in enumerate(spec.fusion.layer_sequences(tokens, spec.depth)):
+    ffn = spec.ffn.flops_per_token(layer, width=d, mlp_dim=spec.mlp_dim)
+    for n in lengths:
+      blocks += n * (2.0 * 4 * d * d + 20.0 * d + ffn)
+      blocks += attention_flops(n, d, spec.num_heads)
+  return embed, blocks + sum(tokens.values()) * 8.0 * d
 
 
 def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:

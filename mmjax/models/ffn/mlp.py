@@ -13,6 +13,10 @@ from mmjax.models.aux import Aux
 ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu}
 
 
+def mlp_flops_per_token(width: int, hidden: int) -> float:
+  return 2.0 * 2 * width * hidden + 10.0 * hidden
+
+
 @dataclasses.dataclass(frozen=True)
 class MlpConfig:
   activation: str = "gelu"
@@ -20,6 +24,12 @@ class MlpConfig:
   def __post_init__(self):
     check(self.activation in ACTIVATIONS, "activation",
           f"valid: {', '.join(map(repr, ACTIVATIONS))}")
+
+  def flops_per_token(self, layer: int, *, width: int, mlp_dim: int) -> float:
+    """Forward FLOPs per token (mmjax/scaling/flops.py): two matmuls, then one FLOP per
+    elementwise op (the activation ~9 per unit, its bias 1)."""
+    del layer
+    return mlp_flops_per_token(width, mlp_dim)
 
   def build(self, layer: int, *, width: int, mlp_dim: int, num_modalities: int = 1,
             param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:

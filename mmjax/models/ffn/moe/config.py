@@ -7,7 +7,7 @@ from flax import nnx
 
 from mmjax.components import check
 from mmjax.errors import ConfigError
-from mmjax.models.ffn.mlp import ACTIVATIONS, Mlp
+from mmjax.models.ffn.mlp import ACTIVATIONS, Mlp, mlp_flops_per_token
 
 ROUTINGS = ("token_choice", "dropless", "expert_choice")
 MODALITY_AWARE = ("none", "routers", "experts")
@@ -70,6 +70,20 @@ class MoeConfig:
   def is_moe_layer(self, layer: int) -> bool:
     return (layer + 1) % self.every == 0
 
+  def experts_per_token(self) -> float:
+    """Experts that process a token on average: top_k, or (expert choice) the capacity's
+    mean of top_k * capacity_factor."""
+    return self.top_k * (self.capacity_factor if self.routing == "expert_choice" else 1.0)
+
+  def flops_per_token(self, layer: int, *, width: int, mlp_dim: int) -> float:
+    """Active forward FLOPs per token: the router, the experts it is sent to, the shared
+    expert (dispatch bookkeeping and dropped or padded slots are not model FLOPs)."""
+    if not self.is_moe_layer(layer):
+      return mlp_flops_per_token(width, mlp_dim)
+    expert = mlp_flops_per_token(width, self.expert_dim or mlp_dim)
+    return (2.0 * width * self.num_experts + self.experts_per_token() * expert
+            + (expert if self.shared_expert else 0.0))
+
   def check_trunk(self, *, causal: bool) -> None:
     """Expert choice looks at every token of a group before choosing: a causal trunk would
     leak the future into the past. Trunks call this with their causality."""
@@ -115,8 +129,7 @@ def moe_param_counts(cfg: MoeConfig, *, width: int, mlp_dim: int, depth: int,
   dense_layers = depth - moe_layers
   total = dense_layers * mlp(mlp_dim) + moe_layers * (
       cfg.num_experts * mlp(expert_dim) + router + shared)
-  # Expert choice processes top_k * capacity_factor experts per token on average.
-  per_token = cfg.top_k * (cfg.capacity_factor if cfg.routing == "expert_choice" else 1.0)
+  per_token = cfg.experts_per_token()
   active = dense_layers * mlp(mlp_dim) + moe_layers * (
       per_token * mlp(expert_dim) + router // routers + shared)
   return {"total": int(total), "active": int(round(active))}
