@@ -17,7 +17,7 @@ import ml_collections
 
 from mmjax import config_layout
 from mmjax.components import did_you_mean
-from mmjax.errors import ConfigError
+from mmjax.errors import ConfigError, MmjaxError
 
 NAN_POLICIES = ("halt", "skip")
 
@@ -186,6 +186,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
           continue
         _need(k in pp, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
               f"but tasks.{tname}.data.preprocess only makes {sorted(pp.keys())}")
+    from mmjax.data import pipeline  # local: the data stack imports grain and TFDS
+    try:  # worker_count for this host, preprocess ops and their arguments; reads no data
+      pipeline.validate(task.data, batch_size=task.batch_size)
+    except (MmjaxError, ValueError) as e:
+      raise ConfigError(f"config.tasks.{tname}.data: {e}") from None
     for name, pspec in pp.items():
       if name in spec.modalities and "size" in pspec:
         patch = spec.modalities[name].patch[-1]

@@ -257,7 +257,8 @@ def test_group_size_must_divide_the_batch():
 def test_moe_recipe_variants_parse():
   import os
   from tests.conftest import ROOT
-  recipe = os.path.join(ROOT, "configs", "mm_world_moe.py")
-  tiny = build.model_spec(config_lib.load(recipe + ":tiny_moe")).ffn
-  assert isinstance(tiny, MoeConfig) and tiny.num_experts == 4
-  assert build.model_spec(config_lib.load(recipe + ":moe")).ffn.every == 2
+  recipe = os.path.join(ROOT, "configs", "mm_world_fusion.py")
+  for fusion in ("early", "bottleneck", "late"):
+    tiny = build.model_spec(config_lib.load(f"{recipe}:tiny_{fusion}_moe")).ffn
+    assert isinstance(tiny, MoeConfig) and tiny.num_experts == 4
+    assert build.model_spec(config_lib.load(f"{recipe}:{fusion}_moe")).ffn.every == 2
