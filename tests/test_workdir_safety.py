@@ -154,7 +154,7 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_p
   expect = {"variant": "unknown variant 'huge'", "file": "is a file, not a directory",
             "dataset": "unknown dataset 'mm_world/nope'", "inf": "learning_rate=inf: must be "
             "a finite number", "mesh": "mesh", "batch": "batch_size=12 is not divisible",
-            "nan": "no checkpoint was written yet"}[case]
+            "nan": "no checkpoint exists yet"}[case]
   assert proc.returncode in (1, 2) and expect in proc.stderr, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
