@@ -35,6 +35,14 @@ def _series(rows: Sequence[dict], column: str | None, params_column: str):
   return {k: tuple(np.array(c) for c in zip(*v)) for k, v in sorted(out.items(), key=str)}
 
 
+def _loss_axis(axis) -> None:
+  """Plain numbers at 1, 2, 3, 5 x 10^k: losses span less than a decade here."""
+  from matplotlib import ticker
+  axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+  axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+  axis.set_minor_formatter(ticker.NullFormatter())
+
+
 def plot(rows: Sequence[dict], fits: Mapping, out: str) -> list[str]:
   import matplotlib
   matplotlib.use("Agg")
@@ -48,7 +56,9 @@ def plot(rows: Sequence[dict], fits: Mapping, out: str) -> list[str]:
   law_of = lambda k: laws.get(k) if column else laws[None]
   paths = []
 
-  def save(fig, ax, name):
+  def save(fig, ax, name, loss_axes=("y",)):
+    for a in loss_axes:
+      _loss_axis(getattr(ax, f"{a}axis"))
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     path = os.path.join(out, name)
@@ -93,6 +103,8 @@ def plot(rows: Sequence[dict], fits: Mapping, out: str) -> list[str]:
       ax.annotate(f"C={c:.1e}", (n_grid[j], curve[j]), fontsize=6, xytext=(2, -9),
                   textcoords="offset points")
   fig.colorbar(sc, ax=ax, label="log10 C of the run (observed points)")
+  all_loss = np.concatenate([loss for _, _, loss in series.values()])
+  ax.set_ylim(all_loss.min() * 0.9, all_loss.max() * 1.3)  # curves leave the data fast
   ax.set(xscale="log", yscale="log", xlabel="parameters N", ylabel="final eval loss",
          title="Iso-FLOP curves of the fit (x: their minima)")
   save(fig, ax, "isoflop.png")
@@ -111,5 +123,5 @@ def plot(rows: Sequence[dict], fits: Mapping, out: str) -> list[str]:
   ax.plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
   ax.set(xscale="log", yscale="log", xlabel="observed loss", ylabel="fitted L(N, D)",
          title="Fitted vs observed")
-  save(fig, ax, "fitted_vs_observed.png")
+  save(fig, ax, "fitted_vs_observed.png", loss_axes=("x", "y"))
   return paths
