@@ -77,6 +77,8 @@ def sweep(args) -> int:
           f"python -m mmjax.scaling collect --out {args.out}", file=sys.stderr)
     print(job)
     return 0
+  # Longest first: the last runs to start are then short ones, which keeps K workers busy.
+  todo.sort(key=lambda r: runner.estimated_cost(configs[r.name]), reverse=True)
   return runner.run_local(out, todo, configs, args.parallel)
 
 

@@ -104,6 +104,13 @@ def prepare_data(configs: Mapping) -> None:
 
 # ------------------------------------------------------------------ local
 
+def estimated_cost(config) -> float:
+  """Relative training cost, for ordering runs: parameters x examples of all steps."""
+  from mmjax.scaling import counts
+  batch = sum(t.batch_size for t in config.tasks.values()) / len(config.tasks)
+  return float(counts.param_count(config)) * config.total_steps * batch
+
+
 class _Stop:
   """SIGTERM/SIGINT: stop launching, forward SIGTERM to the running trainers (they save)."""
 
