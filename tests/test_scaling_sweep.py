@@ -34,6 +34,7 @@ def test_fusion_and_moe_axes_use_the_one_key_table():
                                     "late-w32d1-s10b8", "late-moe4-w32d1-s10b8"]
   assert f"{sweep.KEYS['fusion']}=late" in runs[2].overrides
   assert f"{sweep.KEYS['moe_experts']}=4" in runs[1].overrides
+  assert f"{sweep.KEYS['moe']}=moe" in runs[1].overrides
   configs = sweep.validate(runs[:1])
   assert sweep.fusion_of(configs[runs[0].name]) == "early"
 
@@ -62,7 +63,7 @@ def test_duplicates_and_invalid_overrides_are_all_reported_before_anything_runs(
       f"  return [Run('a', {BASE!r}, ('model.width=32',)),\n"
       f"          Run('a', {BASE!r}, ('model.width=48',)),\n"
       f"          Run('b', {BASE!r}, ('model.widht=32',)),\n"
-      f"          Run('c', {BASE!r}, ('model.fusion=sideways',))]\n")
+      f"          Run('c', {BASE!r}, ('model.fusion.type=sideways',))]\n")
   out = tmp_path / "out"
   proc = run_cli("mmjax.scaling", ["sweep", "--sweep", str(sweep_file), "--out", str(out)],
                  check=False)
@@ -71,7 +72,7 @@ def test_duplicates_and_invalid_overrides_are_all_reported_before_anything_runs(
   assert "3 problem(s) in the sweep, nothing was run" in err
   assert "duplicate run name 'a' (runs 0 and 1)" in err
   assert "run 'b': unknown config key 'model.widht'" in err and "did you mean 'width'" in err
-  assert "run 'c': config.model.fusion='sideways'" in err
+  assert "run 'c': config.model.fusion.type='sideways'" in err
   assert not out.exists()
 
 

@@ -31,8 +31,9 @@ def param_count(config) -> int:
 def tokens_per_example(config, task: str) -> int:
   """Input tokens of one example of `task`: every modality its objectives encode, once."""
   from mmjax import build
-  specs = build.modality_specs(config.model)
-  used = dict.fromkeys(m for o in build.task_objectives(config)[task] for m in o.modalities)
+  objectives = build.task_objectives(config)
+  specs = build.model_spec(config, objectives).modalities
+  used = dict.fromkeys(m for o in objectives[task] for m in o.modalities)
   return int(sum(specs[m].num_tokens(specs[m].shape) for m in used))
 
 

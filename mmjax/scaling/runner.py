@@ -30,7 +30,7 @@ LOG = "sweep.log"          # a run's train output, appended across attempts
 
 def eval_prefixes(config) -> tuple[str, ...]:
   """Metric name prefixes of the config's evaluators: `<task>/<eval name>/`."""
-  return tuple(f"{ev.task}/{name}/" for name, ev in config.evals.items())
+  return tuple(f"{ev.get('task', 'default')}/{name}/" for name, ev in config.evals.items())
 
 
 def read_rows(workdir: str) -> list[dict]:

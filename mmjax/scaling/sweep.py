@@ -22,7 +22,8 @@ from mmjax.errors import MmjaxError
 # moves (e.g. fusion becoming `model.fusion.type`).
 KEYS = dict(
     width="model.width", depth="model.depth", num_heads="model.num_heads",
-    mlp_dim="model.mlp_dim", fusion="model.fusion", moe_experts="model.moe.num_experts",
+    mlp_dim="model.mlp_dim", fusion="model.fusion.type", moe="model.ffn.type",
+    moe_experts="model.ffn.num_experts",
     total_steps="total_steps", warmup_steps="optim.warmup_steps",
     checkpoint_every="checkpoint.every_steps", batch_size="tasks.{task}.batch_size",
     eval_every="evals.{eval}.every_steps",
@@ -52,11 +53,13 @@ class Run:
 
 
 def fusion_of(config) -> str:
-  """The fusion type of a loaded config, under either layout (`model.fusion` or `.type`)."""
+  """The fusion type of a loaded config (also of an older `model.fusion="early"` layout)."""
   node: Any = config
   for part in KEYS["fusion"].split("."):
+    if not hasattr(node, "keys"):
+      break
     node = node[part]
-  return str(node["type"] if hasattr(node, "keys") else node)
+  return str(node)
 
 
 def _set(key: str, value, **fmt) -> str:
@@ -113,8 +116,8 @@ def _variants(fusions: Sequence[str | None], moe: Sequence[int | None]):
       if fusion is not None:
         overrides.append(_set("fusion", fusion))
         parts.append(fusion)
-      if experts is not None:
-        overrides.append(_set("moe_experts", experts))
+      if experts is not None:  # the MoE layer's layout is issue 8's: names in KEYS
+        overrides += [_set("moe", "moe"), _set("moe_experts", experts)]
         parts.append(f"moe{experts}")
       yield tuple(overrides), "-".join(parts)
 
