@@ -159,3 +159,14 @@ def test_fit_cli_errors_name_the_problem(tmp_path):
   assert proc.returncode == 2
   assert "row 2 column 'loss': -1.0 must be positive" in proc.stderr
   assert "Traceback" not in proc.stderr
+
+
+def test_an_irreducible_loss_fitted_to_zero_still_predicts():
+  # Targets that a model can learn perfectly fit E ~ 0 (exp of a very negative e): predictions,
+  # R^2 and bootstrap refits must not take log(0) of it.
+  law = dict(E=0.0, A=50.0, B=300.0, alpha=0.5, beta=0.6)
+  pred = fit.predict_log(law, [1e5, 1e6], [1e7, 1e8])
+  assert np.all(np.isfinite(pred))
+  pts = synthetic.grid_points(dict(law, E=1e-9), 1e-3, seed=0)
+  out = fit.fit_all(fit.Points(pts.n[::4], pts.d[::4], pts.loss[::4]), bootstrap_resamples=2)
+  assert np.isfinite(out["r2_log_loss"]) and out["ci95"]["resamples"] == 2

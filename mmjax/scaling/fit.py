@@ -155,9 +155,9 @@ def fit_law(pts: Points, *, delta: float = DELTA, starts: int = 8,
 
 def predict_log(law: dict, n, d) -> np.ndarray:
   n, d = np.asarray(n, np.float64), np.asarray(d, np.float64)
-  return np.logaddexp(np.logaddexp(math.log(law["A"]) - law["alpha"] * np.log(n),
-                                   math.log(law["B"]) - law["beta"] * np.log(d)),
-                      math.log(law["E"]))
+  with np.errstate(divide="ignore"):  # a term that underflowed to 0 is log 0 = -inf: fine
+    a, b, e = (np.log(np.float64(law[k])) for k in ("A", "B", "E"))
+  return np.logaddexp(np.logaddexp(a - law["alpha"] * np.log(n), b - law["beta"] * np.log(d)), e)
 
 
 def predict(law: dict, n, d) -> np.ndarray:
