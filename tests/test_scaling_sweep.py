@@ -118,3 +118,13 @@ def test_status_needs_final_checkpoint_and_final_eval_row(tmp_path):
   with open(wd / "metrics.jsonl", "a") as f:
     f.write('{"step": 8, "default/loss/caption_mlm/loss": 2.0}\n{"step": 8, "tor')
   assert runner.status(str(wd), cfg) == "finished"  # a torn last line is ignored
+
+
+def test_run_counts_prefer_the_trainers_figures_and_derive_them_for_older_workdirs():
+  cfg = sweep.validate([Run("r", BASE, ("tasks.default.batch_size=8",))])["r"]
+  derived = counts.run_counts(cfg, {}, step=10)
+  n = counts.param_count(cfg)
+  assert derived == dict(params=n, examples=80.0, tokens=80.0 * 64, flops=6.0 * n * 80 * 64)
+  trainer = {"model/params": 5.0, "train/tokens": 6.0, "perf/flops": 7.0, "train/examples": 8.0}
+  assert counts.run_counts(cfg, trainer, step=10) == dict(params=5.0, tokens=6.0, flops=7.0,
+                                                           examples=8.0)

@@ -1,8 +1,8 @@
 """Parameters, tokens and FLOPs of a run, for sweeps and collect.
 
-The trainer is to record `model/params`, `train/tokens`, `perf/flops` and `train/examples`
-in metrics.jsonl (the accounting issue). `run_counts` prefers those; until a workdir has
-them it derives the same quantities here -- the ONE place to change when they land:
+The trainer records `model/params`, `train/tokens`, `perf/flops` (its analytic count) and
+`train/examples` in metrics.jsonl at every log step; `run_counts` uses those. For workdirs
+written before it did, it derives the same quantities here:
   params  every parameter of the model built from the config (embeddings and heads included)
   tokens  examples seen x tokens per example, summed over the modalities the task's
           objectives encode (each modality's own sequence length)
