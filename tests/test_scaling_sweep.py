@@ -35,8 +35,9 @@ def test_fusion_and_moe_axes_use_the_one_key_table():
   assert f"{sweep.KEYS['fusion']}=late" in runs[2].overrides
   assert f"{sweep.KEYS['moe_experts']}=4" in runs[1].overrides
   assert f"{sweep.KEYS['moe']}=moe" in runs[1].overrides
-  configs = sweep.validate(runs[:1])
-  assert sweep.fusion_of(configs[runs[0].name]) == "early"
+  configs = sweep.validate(runs)  # fusion types and MoE as the recipes spell them today
+  assert [sweep.fusion_of(configs[r.name]) for r in runs] == ["early", "early", "late", "late"]
+  assert configs[runs[1].name].model.ffn.num_experts == 4
 
 
 def test_iso_flop_trains_each_size_on_c_over_6n_tokens():
