@@ -4,6 +4,9 @@ Variants:
   default  the README's main job: text<->image contrastive + video+audio classification,
            sized to finish (build, train, eval) in under 15 minutes on a 2-core CPU.
   tiny     seconds on a laptop CPU; what the tests drive through the real trainer.
+  scaling  the base of scaling-law sweeps (configs/sweeps/): tiny-sized, trained and scored on
+           one per-token loss -- masked caption modelling that sees the image -- on the
+           default world's 40k training scenes (so small token budgets never repeat data).
 """
 import ml_collections as mlc
 
@@ -31,8 +34,11 @@ def _data(name: str):
 
 def get_config(variant=None):
   variant = variant or "default"
-  if variant not in ("default", "tiny"):
-    raise ValueError(f"configs/mm_world.py: unknown variant {variant!r}; valid: default, tiny")
+  if variant not in ("default", "tiny", "scaling"):
+    raise ValueError(f"configs/mm_world.py: unknown variant {variant!r}; "
+                     f"valid: default, tiny, scaling")
+  if variant == "scaling":
+    return _scaling_config(get_config("tiny"))
   tiny = variant == "tiny"
   c = mlc.ConfigDict()
   c.seed = 0
@@ -102,4 +108,28 @@ def get_config(variant=None):
                           every_steps=every),
       loss=dict(type="loss", task="default", split="validation", every_steps=every),
   ))
+  return c
+
+
+def _scaling_config(c):
+  """Tiny model, default world, one objective whose validation loss is the sweep's target.
+
+  Masked caption modelling with the image as context: a per-token cross-entropy (unlike a
+  contrastive loss it does not depend on the batch size, and unlike 20-way classification
+  it does not saturate near zero at these sizes), and it needs the image -- the caption
+  names what the image shows -- so it measures fusion, not only text statistics.
+  """
+  c.unlock()
+  c.total_steps = 200
+  c.log_every_steps = 50
+  c.eval_batch_size = 256
+  c.tasks.default.data = _data("mm_world/default")
+  c.tasks.default.batch_size = 32
+  c.tasks.default.objectives = mlc.ConfigDict(dict(
+      caption_mlm=dict(type="masked", modality="text", context=("image",), ratio=0.5,
+                       weight=1.0)))
+  c.optim.warmup_steps = 20
+  c.checkpoint.every_steps = c.total_steps
+  c.evals = mlc.ConfigDict(dict(
+      loss=dict(type="loss", task="default", split="validation", every_steps=c.total_steps)))
   return c

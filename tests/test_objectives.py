@@ -52,6 +52,7 @@ def batch(b=4):
     dict(type="classification", inputs=("video", "audio"), label="label", num_classes=5),
     dict(type="masked", modality="text", ratio=0.3),
     dict(type="masked", modality="image", ratio=0.5),
+    dict(type="masked", modality="text", ratio=0.5, context=["image"]),  # a list, as from JSON
 ])
 def test_each_objective_gives_a_finite_loss_and_gradient(cfg):
   kinds = {n: s.kind for n, s in MODALITIES.items()}
@@ -80,8 +81,23 @@ def test_each_objective_gives_a_finite_loss_and_gradient(cfg):
     (dict(type="contrastive", a="text", b="image", ratio=0.3),
      "o.ratio belongs to objective type 'masked', not 'contrastive'"),
     (dict(type="masked", modality="text", ratio=1.5), "o.ratio=1.5: need 0 < ratio < 1"),
+    (dict(type="masked", modality="text", context=("text",)), "repeats the masked modality"),
+    (dict(type="masked", modality="text", context=("smell",)), "uses modality 'smell'"),
 ])
 def test_bad_objective_configs(cfg, message):
   kinds = {n: s.kind for n, s in MODALITIES.items()}
   with pytest.raises(ValueError, match=message):
     objectives.make_objective("o", cfg, kinds)
+
+
+def test_masked_context_is_seen_by_the_prediction():
+  kinds = {n: s.kind for n, s in MODALITIES.items()}
+  with_image = objectives.make_objective("o", dict(type="masked", modality="text",
+                                                   context=("image",)), kinds)
+  text_only = objectives.make_objective("o", dict(type="masked", modality="text"), kinds)
+  model = small_model(objectives.heads_for([with_image]))
+  b, other = batch(), dict(batch(), image=-batch()["image"])
+  key = jax.random.key(1)
+  assert with_image.modalities == ("text", "image")
+  assert float(with_image(model, b, key)[0]) != float(with_image(model, other, key)[0])
+  assert float(text_only(model, b, key)[0]) == float(text_only(model, other, key)[0])

@@ -1,5 +1,8 @@
 """Masked modelling: hide a fraction of one modality's tokens and predict them.
 
+`context` names modalities encoded jointly with the masked one and never hidden (e.g. a
+caption's masked tokens predicted while seeing the image): a per-token loss that measures
+how well the model fuses modalities, independent of the batch size.
 Text predicts the hidden token ids (cross-entropy); image/video/audio regress the
 hidden patches' values, normalised per patch (MAE's target).
 """
@@ -31,13 +34,16 @@ class Masked:
   modality: str = "text"
   ratio: float = 0.5
   weight: float = 1.0
+  context: tuple[str, ...] = ()
 
   def __post_init__(self):
     check(0.0 < self.ratio < 1.0, "ratio", "need 0 < ratio < 1")
+    check(self.modality not in self.context, "context",
+          f"repeats the masked modality {self.modality!r}; name only the other modalities")
 
   @property
   def modalities(self):
-    return (self.modality,)
+    return (self.modality,) + tuple(self.context)
 
   def forward_passes(self):
     return (self.modalities,)
@@ -50,7 +56,7 @@ class Masked:
 
   def __call__(self, model, batch, rng):
     m = self.modality
-    inputs, valid, present = base.model_inputs(batch, (m,))
+    inputs, valid, present = base.model_inputs(batch, self.modalities)
     spec = model.spec.modalities[m]
     b = batch[m].shape[0]
     n = spec.num_tokens(tuple(batch[m].shape[1:]))
