@@ -27,7 +27,8 @@ def test_mesh_shape_resolves_the_rest_and_names_bad_numbers():
 
 
 def test_rules_use_each_mesh_axis_once():
-  assert sharding.spec_for(("batch", "length", "embed")) == P(("data", "fsdp"), None, None)
+  # Activations' batch is split over the expert axis too (expert parallelism).
+  assert sharding.spec_for(("batch", "length", "embed")) == P(("data", "fsdp", "expert"), None, None)
   assert sharding.spec_for(("embed", "mlp")) == P("fsdp", "tensor")
   assert sharding.spec_for((None, "embed", "heads", "kv")) == P(None, "fsdp", "tensor", None)
   with pytest.raises(ValueError, match="logical axis 'nope' has no sharding rule"):
