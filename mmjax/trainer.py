@@ -321,6 +321,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     logged.update({f"perf/{t}/flops_per_step": c.flops for t, c in accounting.cost.items()})
     logged.update(accounting.totals())
     logged.update({"model/params": float(n_params),
+                   "model/active_params": float(flops_lib.active_param_count(spec, n_params)),
                    "train/learning_rate": float(jax.device_get(schedule_fn(step - 1))),
                    "train/skipped_steps": float(jax.device_get(state.skipped_steps)),
                    **clock.report()})

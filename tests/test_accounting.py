@@ -130,3 +130,21 @@ def test_the_cpu_peak_is_the_hosts_not_times_the_fake_device_count():
 def test_known_devices_use_the_nominal_peak_times_the_device_count(kind, dtype, per_device):
   peak = perf.job_peak([Device(kind)] * 8, dtype, measure=lambda: pytest.fail("measured"))
   assert peak.flops_per_s == 8 * per_device and peak.nominal and kind in peak.source
+
+
+def test_active_parameters_leave_out_the_experts_a_token_is_not_sent_to():
+  from mmjax.trainer import abstract_train_state
+  counts = {}
+  for variant in ("tiny_early", "tiny_early_moe"):
+    config = config_lib.load(TINY.replace("mm_world.py:tiny", f"mm_world_fusion.py:{variant}"))
+    spec = build.model_spec(config)
+    _, _, abstract = abstract_train_state(config, spec, optim.make_optimizer(config.optim, 10))
+    total = flops.param_count(abstract.params)
+    counts[variant] = (total, flops.active_param_count(spec, total), spec)
+  total, active, _ = counts["tiny_early"]
+  assert active == total
+  total, active, spec = counts["tiny_early_moe"]
+  ffn = spec.ffn
+  expert = 2 * spec.width * spec.mlp_dim + spec.mlp_dim + spec.width   # one expert's MLP
+  moe_layers = sum(ffn.is_moe_layer(i) for i in range(spec.depth))
+  assert total - active == moe_layers * (ffn.num_experts - ffn.top_k) * expert

@@ -114,3 +114,13 @@ def param_count(abstract_params) -> int:
   """Every parameter of the model (embeddings and heads included)."""
   import jax
   return sum(math.prod(x.shape) for x in jax.tree.leaves(abstract_params))
+
+
+def active_param_count(spec, total: int) -> int:
+  """Parameters one token uses: `total` less the feed-forward parameters it does not reach
+  (the experts it is not routed to, for MoE). With separate towers (late or bottleneck
+  fusion with share_weights=False) a token also uses only its own modality's tower; that
+  is not subtracted here (the count is per model, as the NMM paper reports late fusion)."""
+  ffn = spec.ffn.param_counts(width=spec.width, mlp_dim=spec.mlp_dim, depth=spec.depth,
+                              num_modalities=len(spec.modalities))
+  return total - ffn["total"] + ffn["active"]

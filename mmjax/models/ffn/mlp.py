@@ -31,6 +31,13 @@ class MlpConfig:
     del layer
     return mlp_flops_per_token(width, mlp_dim)
 
+  def param_counts(self, *, width: int, mlp_dim: int, depth: int,
+                   num_modalities: int = 1) -> dict[str, int]:
+    """Feed-forward parameters of the trunk: all of them are used by every token."""
+    del num_modalities
+    n = depth * (2 * width * mlp_dim + mlp_dim + width)
+    return {"total": n, "active": n}
+
   def build(self, layer: int, *, width: int, mlp_dim: int, num_modalities: int = 1,
             param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
     del layer, num_modalities  # the same layer at every depth, for every modality

@@ -84,6 +84,11 @@ class MoeConfig:
     return (2.0 * width * self.num_experts + self.experts_per_token() * expert
             + (expert if self.shared_expert else 0.0))
 
+  def param_counts(self, *, width: int, mlp_dim: int, depth: int,
+                   num_modalities: int = 1) -> dict[str, int]:
+    return moe_param_counts(self, width=width, mlp_dim=mlp_dim, depth=depth,
+                            num_modalities=num_modalities)
+
   def check_trunk(self, *, causal: bool) -> None:
     """Expert choice looks at every token of a group before choosing: a causal trunk would
     leak the future into the past. Trunks call this with their causality."""
