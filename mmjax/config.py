@@ -22,14 +22,20 @@ from mmjax.errors import ConfigError, MmjaxError
 NAN_POLICIES = ("halt", "skip")
 
 
+def import_file(path: str, kind: str):
+  """The Python module at `path` (a recipe or a sweep file), imported under its own name."""
+  mod_spec = importlib.util.spec_from_file_location(f"_mmjax_{kind}_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(mod_spec)
+  mod_spec.loader.exec_module(module)
+  return module
+
+
 def load_recipe(spec: str) -> ml_collections.ConfigDict:
   """`configs/x.py:variant` -> the locked ConfigDict that recipe's get_config returns."""
   path, _, variant = spec.partition(":")
   if not os.path.isfile(path):
     raise ConfigError(f"--config {spec!r}: no file {path!r}; recipes live in configs/*.py")
-  mod_spec = importlib.util.spec_from_file_location(f"_mmjax_recipe_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(module)
+  module = import_file(path, "recipe")
   if not hasattr(module, "get_config"):
     raise ConfigError(f"recipe {path!r} has no get_config(variant) function")
   try:

@@ -10,7 +10,6 @@ names, every run's overrides through `mmjax.config.load` -- before anything runs
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
 import re
@@ -169,9 +168,8 @@ def load_sweep(path: str) -> list[Run]:
   """Imports a sweep file and returns its runs (not yet validated)."""
   if not os.path.isfile(path):
     raise SweepError(f"--sweep {path!r}: no such file; sweep files live in configs/sweeps/*.py")
-  spec = importlib.util.spec_from_file_location(f"_mmjax_sweep_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  from mmjax import config as config_lib  # local: config validation imports jax
+  module = config_lib.import_file(path, "sweep")
   if not hasattr(module, "get_sweep"):
     hint = " (it defines get_config: that is a recipe, not a sweep)" \
         if hasattr(module, "get_config") else ""
