@@ -79,6 +79,7 @@ def moe_references(world_dir):
   return {}
 
 
+@pytest.mark.slow  # four 20-step runs with experts on 8 devices: minutes on 2 cores
 @pytest.mark.parametrize("routing", ["token_choice", "dropless"])
 @pytest.mark.parametrize("mesh", [{"data": 2, "expert": 4}, {"fsdp": 2, "expert": 2, "tensor": 2}])
 def test_moe_loss_curve_matches_one_device(world_dir, moe_references, routing, mesh):
