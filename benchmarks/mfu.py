@@ -12,7 +12,6 @@ kind has a nominal peak (mmjax.perf.NOMINAL_PEAK), `mfu_nominal` is against that
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys

@@ -1,7 +1,6 @@
 """tests/daemon_reaper.py: daemons a test started end when the test process is killed -9."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

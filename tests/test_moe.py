@@ -1,6 +1,5 @@
 """MoE feed-forward layers against direct references, router statistics and losses, and
 the MoE bad inputs."""
-import dataclasses
 
 import jax
 import jax.numpy as jnp

@@ -188,7 +188,7 @@ def slurm_submission(out: str, todo: Sequence[Run], sbatch_args: Sequence[str] =
   arguments launch/slurm.sbatch reads from <out>/slurm/args/<i> (one per line)."""
   if not todo:
     raise SweepError("nothing to submit")
-  return ["sbatch", "--parsable", f"--array=0-{len(todo) - 1}", f"--job-name=sweep",
+  return ["sbatch", "--parsable", f"--array=0-{len(todo) - 1}", "--job-name=sweep",
           *sbatch_args, os.path.join(ROOT, "launch", "slurm.sbatch"),
           "--array-args", os.path.join(os.path.abspath(out), "slurm", "args")]
 
