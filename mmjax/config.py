@@ -155,6 +155,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   against the tasks.
   """
   from mmjax import build, evaluators, schedules, sharding  # local: these import jax
+  from mmjax.data import pipeline  # local: the data stack imports grain and TFDS
   from mmjax.config_checks import check_finite_floats
   check_finite_floats(config, ConfigError)
   for key in ("total_steps", "log_every_steps", "eval_batch_size", "checkpoint.every_steps",
@@ -192,7 +193,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
           continue
         _need(k in pp, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
               f"but tasks.{tname}.data.preprocess only makes {sorted(pp.keys())}")
-    from mmjax.data import pipeline  # local: the data stack imports grain and TFDS
     try:  # worker_count for this host, preprocess ops and their arguments; reads no data
       pipeline.validate(task.data, batch_size=task.batch_size)
     except (MmjaxError, ValueError) as e:
