@@ -96,8 +96,11 @@ def restore_latest_good(ckpt, abstract_state: Any) -> tuple[int | None, Any, dic
 def restore_for_reading(ckpt, step: int | None, abstract_state: Any, *,
                         params_only: bool = False) -> tuple[int, Any, dict]:
   for _ in range(5):
-    ckpt.reload()
-    steps = ckpt.all_steps()
+    try:
+      ckpt.reload()
+      steps = ckpt.all_steps()
+    except FileNotFoundError:  # keep-N deleted a step while Orbax listed it: list again
+      continue
     if not steps:
       raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first")
     chosen = steps[-1] if step is None else step
@@ -107,7 +110,7 @@ def restore_for_reading(ckpt, step: int | None, abstract_state: Any, *,
     try:
       state, data = restore_verified(ckpt, chosen, abstract_state, params_only=params_only)
       return chosen, state, data
-    except CheckpointDamagedError:
+    except (CheckpointDamagedError, FileNotFoundError):
       if os.path.isdir(os.path.join(ckpt.directory, str(chosen))):
         raise  # really damaged, not deleted under us
       if step is not None:
