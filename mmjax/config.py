@@ -155,7 +155,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   against the tasks.
   """
   from mmjax import build, evaluators, schedules, sharding  # local: these import jax
+  from mmjax import task_checks
   from mmjax.data import pipeline  # local: the data stack imports grain and TFDS
+  from mmjax.task_settings import task_settings
   from mmjax.config_checks import check_finite_floats
   check_finite_floats(config, ConfigError)
   for key in ("total_steps", "log_every_steps", "eval_batch_size", "checkpoint.every_steps",
@@ -179,12 +181,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   objectives = build.task_objectives(config)  # parses every objective section
   spec = build.model_spec(config, objectives)  # parses model, fusion, ffn, modalities
   for tname, task in config.tasks.items():
-    _positive_int(config, f"tasks.{tname}.batch_size")
-    if "microbatches" in task:
-      _positive_int(config, f"tasks.{tname}.microbatches")
-    _need(task.batch_size % task.get("microbatches", 1) == 0,
-          f"config.tasks.{tname}.batch_size={task.batch_size} does not split into "
-          f"microbatches={task.get('microbatches', 1)}")
+    settings = task_settings(task, tname)  # batch size, weight, seed offset, lr, token drop
     _need(len(task.objectives) > 0, f"config.tasks.{tname}.objectives is empty")
     pp = task.data.preprocess
     for o_ in objectives[tname]:
@@ -193,15 +190,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
           continue
         _need(k in pp, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
               f"but tasks.{tname}.data.preprocess only makes {sorted(pp.keys())}")
+    try:  # names a dataset (a built-in world, a TFDS name or a prepared folder)?
+      pipeline.check_dataset_name(task.data.name, task.data.get("data_dir", ""))
+    except MmjaxError as e:
+      raise ConfigError(f"config.tasks.{tname}.data.name: {e}") from None
     try:  # worker_count for this host, preprocess ops and their arguments; reads no data
-      pipeline.validate(task.data, batch_size=task.batch_size)
+      pipeline.validate(task.data, batch_size=settings.batch_size)
     except (MmjaxError, ValueError) as e:
       raise ConfigError(f"config.tasks.{tname}.data: {e}") from None
-    for name, pspec in pp.items():
-      if name in spec.modalities and "size" in pspec:
-        patch = spec.modalities[name].patch[-1]
-        _need(pspec.size % patch == 0, f"config.tasks.{tname}.data.preprocess.{name}.size="
-              f"{pspec.size} is not divisible by model.modalities.{name}.patch {patch}")
+    for name, shape in pipeline.input_shapes(task.data).items():
+      if name in spec.modalities:
+        task_checks.check_resolution(f"tasks.{tname}.data.preprocess.{name}", pp[name], shape,
+                                     spec.modalities[name], f"model.modalities.{name}",
+                                     spec.posemb)
+    task_checks.check_token_drop(tname, settings.token_drop, objectives[tname], set(pp.keys()))
   schedules.make_schedule(config)
   try:
     sharding.rules_from_config(config.get("sharding", {}).get("rules", {}))

@@ -25,7 +25,8 @@ _SECTIONS = {
     ("schedule",): ("mmjax.schedules", "SCHEDULES"),
 }
 # Sections read by one dataclass (no `type`): their fields too may be left to defaults.
-_DATACLASS_SECTIONS = {("model",): ("mmjax.models.spec", "ModelSpec")}
+_DATACLASS_SECTIONS = {("model",): ("mmjax.models.spec", "ModelSpec"),
+                       ("tasks", "*"): ("mmjax.task_settings", "TaskSettings")}
 # Fields the code fills in rather than the recipe.
 _CONTEXT_FIELDS = {"name", "modalities", "heads", "fusion", "ffn"}
 

@@ -43,6 +43,11 @@ def _window(frame: int) -> np.ndarray:
   return np.hanning(frame).astype(np.float32)
 
 
+def num_frames(samples: int, frame: int, hop: int) -> int:
+  """Frames of `log_mel` over `samples` samples (a clip shorter than a frame is padded)."""
+  return 1 + (max(samples, frame) - frame) // hop
+
+
 def log_mel(wave: np.ndarray, mel_fb: np.ndarray, frame: int, hop: int) -> np.ndarray:
   """float wave [N] -> float32 [T, num_mels], T = 1 + (N - frame) // hop.
 

@@ -24,6 +24,7 @@ from mmjax.errors import MmjaxError
 # The data API callers need lives in this module; sources.py holds the implementation.
 DataError = sources.DataError
 get_source = sources.get_source
+check_dataset_name = sources.check_name
 InputConfigError = workers_lib.InputConfigError
 
 
@@ -67,6 +68,14 @@ def validate(data_cfg, *, batch_size: int, process_count: int = 1) -> workers_li
     preprocess_lib.Preprocess(_plain(_get(data_cfg, "preprocess")),
                               tokenizer=tokenizer_lib.make_tokenizer("byte"))
   return parallelism
+
+
+def input_shapes(data_cfg) -> dict[str, tuple[int, ...] | None]:
+  """{batch key: per-example shape} the task's preprocess spec makes, from the spec alone
+  (None where it varies, e.g. audio without a fixed length). Needs no tokenizer files:
+  shapes do not depend on the tokenizer."""
+  spec = _plain(_get(data_cfg, "preprocess"))
+  return preprocess_lib.Preprocess(spec, tokenizer=tokenizer_lib.make_tokenizer("byte")).shapes()
 
 
 def _to_iter(dataset: grain.MapDataset, parallelism: workers_lib.Parallelism):

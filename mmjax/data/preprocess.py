@@ -126,6 +126,10 @@ class _Op:
   def apply(self, value, rng) -> dict[str, np.ndarray]:
     raise NotImplementedError
 
+  def shape(self) -> tuple[int, ...] | None:
+    """The per-example shape of the array under `self.key`, None where it varies."""
+    return None
+
   # Whether `apply_batch` can run for this spec; "" if so, else why not.
   def cannot_batch(self) -> str:
     return ""
@@ -142,6 +146,9 @@ class ImageOp(_Op):
   required = ("size",)
   optional = {"crop": "center"}
   choices = {"crop": ("center", "random")}  # random only when training
+
+  def shape(self):
+    return (self.args["size"], self.args["size"], 3)
 
   def apply(self, value, rng):
     size = self.args["size"]
@@ -165,6 +172,9 @@ class VideoOp(_Op):
   required = ("size", "frames")
   optional = {"crop": "center"}
   choices = {"crop": ("center", "random")}
+
+  def shape(self):
+    return (self.args["frames"], self.args["size"], self.args["size"], 3)
 
   def apply(self, value, rng):
     size, frames = self.args["size"], self.args["frames"]
@@ -195,6 +205,13 @@ class LogMelOp(_Op):
     a = self.args
     self.mel_fb = audio.mel_filterbank(a["sample_rate"], a["frame"], a["num_mels"])
 
+  def shape(self):
+    samples = self.args["samples"]
+    if not samples:  # each clip keeps its own length
+      return None
+    return (audio.num_frames(samples, self.args["frame"], self.args["hop"]),
+            self.args["num_mels"])
+
   def apply(self, value, rng):
     wave = audio.to_float(np.asarray(value))
     if self.args["samples"]:
@@ -221,6 +238,9 @@ class LogMelOp(_Op):
 
 class TokenizeOp(_Op):
   required = ("max_len",)
+
+  def shape(self):
+    return (self.args["max_len"],)
 
   def apply(self, value, rng):
     ids, mask = self.tokenizer.encode(value, self.args["max_len"])
@@ -269,6 +289,11 @@ class Preprocess:
     raise ValueError(
         f"preprocess[{op.key!r}] op {type(op).__name__}: source feature {op.source!r} "
         f"not in the dataset; available features: {sorted(features)}")
+
+  def shapes(self) -> dict[str, tuple[int, ...] | None]:
+    """{output key: per-example shape} of the arrays the ops make (None: varies), read
+    from the spec alone (config validation checks them against the model)."""
+    return {op.key: op.shape() for op in self.ops}
 
   @property
   def random(self) -> bool:

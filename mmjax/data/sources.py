@@ -104,17 +104,41 @@ def _check_files(name: str, split: str, data_dir: str, info) -> list[str]:
   return files
 
 
+def _world_config(name: str) -> str:
+  config = name.partition("/")[2] or "default"
+  known = [c.name for c in world.CONFIGS]
+  if config not in known:
+    raise DataError(f"unknown dataset {name!r}: the built-in world has "
+                    f"{', '.join(f'{WORLD}/{c}' for c in known)}; any other name must be a "
+                    f"TFDS dataset prepared as ArrayRecord in data_dir")
+  return config
+
+
+def check_name(name: str, data_dir: str = "") -> None:
+  """Raises DataError for a dataset name that names nothing: neither a built-in world
+  config, nor a TFDS dataset, nor a folder of prepared data in `data_dir`. Reads no data
+  (config validation calls it)."""
+  if not isinstance(name, str) or not name:
+    raise DataError(f"dataset name {name!r}: expected e.g. '{WORLD}/tiny' or a TFDS name")
+  if name == WORLD or name.startswith(WORLD + "/"):
+    _world_config(name)
+    return
+  base = name.split("/")[0].split(":")[0]
+  if os.path.isdir(os.path.join(default_data_dir(data_dir), base)):
+    return  # prepared there (perhaps by a builder this TFDS does not register)
+  try:
+    tfds.builder_cls(base)
+  except tfds.core.registered.DatasetNotFoundError:
+    raise DataError(f"unknown dataset {name!r}: not '{WORLD}/<config>', not a TFDS dataset "
+                    f"and not prepared in {default_data_dir(data_dir)}") from None
+
+
 def get_source(name: str, split: str, data_dir: str = "") -> Source:
   """`name` is "mm_world/<config>" (built here on first use) or any TFDS dataset
   already prepared as ArrayRecord in `data_dir`."""
   data_dir = default_data_dir(data_dir)
   if name == WORLD or name.startswith(WORLD + "/"):
-    config = name.partition("/")[2] or "default"
-    known = [c.name for c in world.CONFIGS]
-    if config not in known:
-      raise DataError(f"unknown dataset {name!r}: the built-in world has "
-                      f"{', '.join(f'{WORLD}/{c}' for c in known)}; any other name must be a "
-                      f"TFDS dataset prepared as ArrayRecord in data_dir")
+    config = _world_config(name)
     tfds_source = world.prepare(config, data_dir).as_data_source(split)
   else:
     try:

@@ -1,37 +1,45 @@
 """Task schedules, selected by `schedule.type`: which task trains at each step.
 
-A schedule's config builds it from the tasks' weights (`tasks.<t>.weight`, in config
-order) and the seed: `build(weights, seed).task_at(step) -> task name`, a pure function of
-(config, step), so a resumed run continues the same sequence. To add one: a new file with a
-frozen dataclass config, one line in SCHEDULES.
+  weighted  deterministic and smooth: each task's share after n steps is within 1/n of its
+            `tasks.<t>.weight` (weighted.py)
+  sampled   independent draws by weight, keyed by (seed, step) (sampled.py)
+  interval  IMP's: task t is due every `tasks.<t>.interval` steps; among the tasks due at a
+            step the first in `schedule.order` runs (interval.py)
+
+A schedule's config builds it from the tasks' settings (mmjax/task_settings.py, in config
+order) and the seed: `build(settings, seed).task_at(step) -> task name`, a pure function
+of (config, step), so a resumed run continues the same sequence. To add one: a new file
+with a frozen dataclass config, one line in SCHEDULES.
 """
 from __future__ import annotations
 
-import math
+from collections import Counter
 
 from mmjax.components import Registry
-from mmjax.errors import ConfigError
+from mmjax.schedules.interval import IntervalConfig
 from mmjax.schedules.sampled import SampledConfig
 from mmjax.schedules.weighted import WeightedConfig
+from mmjax.task_settings import all_task_settings
 
-SCHEDULES = Registry("schedule", {"weighted": WeightedConfig, "sampled": SampledConfig})
-
-
-def task_weights(tasks_cfg) -> dict[str, float]:
-  """{task: weight}, checked: finite, >= 0, and not all zero."""
-  weights = {}
-  for name, task in tasks_cfg.items():
-    w = task.get("weight", 1.0)
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-      raise ConfigError(f"config.tasks.{name}.weight={w!r}: must be a finite number >= 0")
-    weights[name] = float(w)
-  if not any(weights.values()):
-    raise ConfigError(f"config.tasks: every task weight is 0 ({weights}); give at least one "
-                      f"task a positive weight")
-  return weights
+SCHEDULES = Registry("schedule", {"weighted": WeightedConfig, "sampled": SampledConfig,
+                                  "interval": IntervalConfig})
 
 
 def make_schedule(config):
-  """The run's schedule from `config.schedule` and the tasks' weights."""
+  """The run's schedule from `config.schedule` and the tasks' settings; raises ConfigError
+  (before anything is built) when it could not schedule every task."""
   cfg = SCHEDULES.parse(config.get("schedule", {"type": "weighted"}), "schedule")
-  return cfg.build(task_weights(config.tasks), config.seed)
+  return cfg.build(all_task_settings(config), config.seed)
+
+
+def preview(schedule, names, steps: int) -> str:
+  """The first `steps` tasks, one `step task` line each, then each task's count and share:
+  what `python -m mmjax.train --print_schedule N` prints."""
+  sequence = [schedule.task_at(s) for s in range(steps)]
+  counts = Counter(sequence)
+  width = max(len(n) for n in names)
+  lines = [f"{s}\t{t}" for s, t in enumerate(sequence)]
+  lines.append(f"# tasks of steps 0..{steps - 1}:")
+  lines += [f"# {n:<{width}} {counts[n]:>8} steps  {counts[n] / max(steps, 1):7.2%}"
+            for n in names]
+  return "\n".join(lines)

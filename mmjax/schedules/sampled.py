@@ -10,12 +10,14 @@ from typing import Mapping
 
 import numpy as np
 
+from mmjax.schedules.weights import task_weights
+
 
 @dataclasses.dataclass(frozen=True)
 class SampledConfig:
 
-  def build(self, weights: Mapping[str, float], seed: int) -> "SampledSchedule":
-    return SampledSchedule(weights, seed)
+  def build(self, settings: Mapping, seed: int) -> "SampledSchedule":
+    return SampledSchedule(task_weights(settings), seed)
 
 
 class SampledSchedule:

@@ -14,13 +14,15 @@ import dataclasses
 from fractions import Fraction
 from typing import Mapping
 
+from mmjax.schedules.weights import task_weights
+
 
 @dataclasses.dataclass(frozen=True)
 class WeightedConfig:
 
-  def build(self, weights: Mapping[str, float], seed: int) -> "WeightedSchedule":
+  def build(self, settings: Mapping, seed: int) -> "WeightedSchedule":
     del seed  # deterministic
-    return WeightedSchedule(weights)
+    return WeightedSchedule(task_weights(settings))
 
 
 class WeightedSchedule:
