@@ -60,6 +60,11 @@ class TaskSettings:
     return base_seed + self.seed_offset
 
 
+def kept_tokens(num_tokens: int, rate: float) -> int:
+  """Tokens an example keeps of `num_tokens` under token drop `rate` in [0, 1): >= 1."""
+  return num_tokens - math.floor(rate * num_tokens)
+
+
 def task_settings(task_cfg, name: str) -> TaskSettings:
   """The settings of task `name` (its ConfigDict section), every key checked: an unknown
   key names the valid ones."""

@@ -19,12 +19,30 @@ flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for mu
 flags.DEFINE_integer("num_processes", None, "with --coordinator_address: how many processes")
 flags.DEFINE_integer("process_id", None, "with --coordinator_address: this process's index")
 flags.DEFINE_integer("distributed_timeout_s", 300, "how long to wait for all processes to join")
+flags.DEFINE_integer("print_schedule", None, "print the tasks of the first N steps and each "
+                     "task's count, and exit (builds no data, compiles nothing; no --workdir)")
 FLAGS = flags.FLAGS
+
+
+def print_schedule(spec: str | None, overrides: list[str], steps: int) -> int:
+  from mmjax import cli, schedules
+  from mmjax import config as config_lib
+  if not spec or steps < 0:
+    cli.fail("--print_schedule N needs --config and N >= 0, e.g. python -m mmjax.train "
+             "--config configs/mm_world.py:tiny --print_schedule 20")
+  try:
+    config = config_lib.load(spec, overrides)
+    print(schedules.preview(schedules.make_schedule(config), list(config.tasks), steps))
+  except config_lib.ConfigError as e:
+    cli.fail(str(e))
+  return 0
 
 
 def main(argv: list[str]) -> int:
   from mmjax import cli
   overrides = cli.parse(argv)
+  if FLAGS.print_schedule is not None:
+    return print_schedule(FLAGS.config, overrides, FLAGS.print_schedule)
   if not FLAGS.config or not FLAGS.workdir:
     cli.fail("both --config and --workdir are required, e.g. "
              "python -m mmjax.train --config configs/mm_world.py:tiny --workdir /tmp/run")

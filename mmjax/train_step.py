@@ -1,6 +1,8 @@
 """The train state and the pure update step (one task, one optimizer update)."""
 from __future__ import annotations
 
+from typing import Mapping
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -9,6 +11,7 @@ from flax import nnx, struct
 from mmjax import objectives as objectives_lib
 from mmjax.models import axes
 from mmjax.models.constraints import clamp_params
+from mmjax.token_drop import add_keep_indices
 
 
 @struct.dataclass
@@ -75,7 +78,9 @@ def loss_and_grads(graphdef, objectives, params, batch, rng, microbatches: int):
 
 
 def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: int = 1,
-                    freeze_after_nonfinite: bool = False):
+                    freeze_after_nonfinite: bool = False, *, lr_multiplier: float = 1.0,
+                    token_drop: Mapping[str, float] | None = None,
+                    modalities: Mapping | None = None):
   """(state, batch) -> (state, metrics). A non-finite loss or gradient never updates state:
 
   the update is dropped, `first_bad_step` remembers where it happened, and the host
@@ -83,14 +88,29 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
   steps (no per-step sync); with `freeze_after_nonfinite` (nan_policy=halt) no update is
   applied after the first bad step either, so until the host notices, the state stays
   the one of the last good step.
+
+  seed: the task's seed (config.seed + its seed_offset): its step randomness.
+  lr_multiplier: the task's scale of the update the optimizer computes (AdamW's step,
+    weight decay included, after clipping); the moments are shared and see the raw
+    gradients. 1.0 leaves the update as it is.
+  token_drop: {modality: rate}; `modalities` ({modality: ModalitySpec}) counts the tokens
+    (mmjax/token_drop.py).
   """
+  if not lr_multiplier > 0:
+    raise ValueError(f"lr_multiplier={lr_multiplier}: must be > 0")
+  rates = {m: r for m, r in (token_drop or {}).items() if r > 0}
+
   def train_step(state: TrainState, batch):
     rng = step_rng(seed, state.step)
+    if rates:
+      batch = add_keep_indices(batch, rates, modalities, rng)
     loss, metrics, grads = loss_and_grads(graphdef, objectives, state.params, batch, rng,
                                           microbatches)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    if lr_multiplier != 1.0:
+      updates = jax.tree.map(lambda u: u * jnp.asarray(lr_multiplier, u.dtype), updates)
     params = clamp_params(optax.apply_updates(state.params, updates))
     apply = finite & (state.first_bad_step < 0) if freeze_after_nonfinite else finite
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(apply, a, b), new, old)

@@ -33,6 +33,7 @@ from mmjax.models import axes
 from mmjax.models.model import build_model, dtype_from_name
 from mmjax.objectives.base import missing_inputs
 from mmjax.scaling import flops as flops_lib
+from mmjax.task_settings import all_task_settings
 from mmjax.train_metrics import Accounting, MetricWindow, StepCost, mean_metrics, perf_metrics
 from mmjax.train_step import init_state, make_train_step
 from mmjax.wallclock import WallClock
@@ -143,6 +144,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   # ------------------------------------------------------------------ Model
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
+  settings = all_task_settings(config)  # per task: seed offset, lr multiplier, token drop
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
   schedule_fn = optim.learning_rate_schedule(config.optim, config.total_steps)
   graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)
@@ -164,7 +166,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     from mmjax.data import pipeline  # the data stack is only needed once training starts
     with clock("data"):
       iterators = {name: pipeline.make_train_iterator(
-          task.data, batch_size=task.batch_size, seed=config.seed,
+          task.data, batch_size=task.batch_size, seed=settings[name].seed(config.seed),
           process_index=jax.process_index(), process_count=jax.process_count())
           for name, task in config.tasks.items()}
   schedule = schedules.make_schedule(config)
@@ -182,16 +184,20 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
         if problem:
           raise ConfigError(problem)
       microbatches = config.tasks[task].microbatches
-      fn = make_train_step(graphdef, objectives[task], optimizer, config.seed, microbatches,
-                           freeze_after_nonfinite=halt)
+      s = settings[task]
+      fn = make_train_step(graphdef, objectives[task], optimizer, s.seed(config.seed),
+                           microbatches, freeze_after_nonfinite=halt,
+                           lr_multiplier=s.lr_multiplier, token_drop=s.token_drop,
+                           modalities=spec.modalities)
       with clock("compile"), axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
         jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
         compiled = jitted.lower(abstract_sh, batch).compile()
       shapes = {k: v.shape for k, v in batch.items()}
       cost = StepCost(
           examples=int(config.tasks[task].batch_size),
-          tokens=flops_lib.tokens_per_step(spec, objectives[task], shapes),
-          flops=flops_lib.train_step_flops(spec, objectives[task], shapes, microbatches))
+          tokens=flops_lib.tokens_per_step(spec, objectives[task], shapes, s.token_drop),
+          flops=flops_lib.train_step_flops(spec, objectives[task], shapes, microbatches,
+                                           s.token_drop))
       compiled_steps[key] = (compiled, cost)
       log.info("compiled the step of task %r for %s: %.4g model FLOPs", task,
                dict((k, s) for k, s, _ in key[1]), cost.flops)

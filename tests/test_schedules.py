@@ -10,7 +10,7 @@ from mmjax.errors import ConfigError
 def _config(weights, kind="weighted", seed=0):
   return ml_collections.ConfigDict(dict(
       seed=seed, schedule=dict(type=kind),
-      tasks={n: dict(weight=w) for n, w in weights.items()}))
+      tasks={n: dict(weight=w, batch_size=1) for n, w in weights.items()}))
 
 
 @pytest.mark.parametrize("weights", [

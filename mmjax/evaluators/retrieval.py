@@ -70,7 +70,7 @@ class Retrieval:
     self.every_steps = cfg.every_steps
 
     def embed(model, batch, m):
-      inputs, valid, present = base.model_inputs(batch, (m,))
+      inputs, valid, present, _ = base.model_inputs(batch, (m,))  # eval never drops tokens
       return model.embed_modality(inputs, valid=valid, present=present, modality=m)[0]
     self._embed = {m: ctx.jit(lambda model, batch, m=m: embed(model, batch, m))
                    for m in (self.a, self.b)}

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from mmjax.models import axes
 from mmjax.models.aux import Aux
 from mmjax.models.embedders import Embedder
 from mmjax.models.heads import ContrastiveScale, Linear
@@ -45,6 +46,14 @@ def masked_mean(x_bnd: jax.Array, valid_bn: jax.Array) -> jax.Array:
   w = valid_bn.astype(jnp.float32)[..., None]
   total = jnp.sum(x_bnd.astype(jnp.float32) * w, axis=1)
   return total / jnp.maximum(jnp.sum(w, axis=1), 1.0)  # no NaN for an all-missing row
+
+
+def _keep_tokens(tok_bnd, valid_bn, keep_bk, cls: int):
+  """The kept tokens [B, cls + K, D] (a CLS token stays first) and their validity [B, K]."""
+  body = jnp.take_along_axis(tok_bnd[:, cls:], keep_bk[..., None], axis=1)
+  tok = jnp.concatenate([tok_bnd[:, :cls], body], axis=1) if cls else body
+  return (axes.constrain(tok, ("batch", "length", "embed")),
+          jnp.take_along_axis(valid_bn, keep_bk, axis=1))
 
 
 def l2_normalize(z_be: jax.Array) -> jax.Array:
@@ -89,15 +98,19 @@ class MultimodalModel(nnx.Module):
   def encode(self, inputs: Mapping[str, jax.Array], *,
              valid: Mapping[str, jax.Array] | None = None,
              present: Mapping[str, jax.Array] | None = None,
-             replace: Mapping[str, jax.Array] | None = None) -> Encoded:
+             replace: Mapping[str, jax.Array] | None = None,
+             keep: Mapping[str, jax.Array] | None = None) -> Encoded:
     """Runs the given modalities jointly through the trunk.
 
     inputs: {modality: raw array}; the order of the config's modalities is used.
     valid: optional {modality: bool [B,N]} token validity (e.g. text padding).
     present: optional {modality: bool [B]}; False drops that modality for that example.
     replace: optional {modality: bool [B,N]}; True tokens become [MASK] (masked modelling).
+    keep: optional {modality: int32 [B,K]}: only these of its N tokens (positions already
+      added) enter the trunk (token drop); its outputs then have K tokens.
     """
     valid, present, replace = dict(valid or {}), dict(present or {}), dict(replace or {})
+    keep = dict(keep or {})
     unknown = set(inputs) - set(self.spec.modalities)
     if unknown:
       raise ValueError(f"inputs {sorted(unknown)} are not model modalities "
@@ -110,6 +123,8 @@ class MultimodalModel(nnx.Module):
       tok = self.embedders[m](inputs[m], replace.get(m))
       b, n = tok.shape[:2]
       v = valid.get(m, jnp.ones((b, n - cls), bool))
+      if m in keep:
+        tok, v = _keep_tokens(tok, v, keep[m], cls)
       if cls:
         v = jnp.concatenate([jnp.ones((b, 1), bool), v], axis=1)
       if m in present:
@@ -132,22 +147,22 @@ class MultimodalModel(nnx.Module):
                           jnp.concatenate([masks[m] for m in out], axis=1))
     return Encoded(tokens=out, valid=masks, pooled=pooled, joint=joint, aux=aux)
 
-  def embed_modality(self, inputs, *, valid=None, present=None,
+  def embed_modality(self, inputs, *, valid=None, present=None, keep=None,
                      modality: str) -> tuple[jax.Array, Aux]:
     """One modality encoded alone -> its contrastive embedding [B,E] (float32, unit norm)
     through its projection, or the normalised pooled vector where it has none."""
-    enc = self.encode({modality: inputs[modality]}, valid=valid, present=present)
+    enc = self.encode({modality: inputs[modality]}, valid=valid, present=present, keep=keep)
     pooled = enc.pooled[modality]
     if modality in self.projections:
       pooled = self.projections[modality](pooled)
     return l2_normalize(pooled.astype(jnp.float32)), enc.aux
 
-  def class_logits(self, inputs, *, valid=None, present=None, head: str,
+  def class_logits(self, inputs, *, valid=None, present=None, keep=None, head: str,
                    per_modality: bool = False) -> tuple[jax.Array, Aux]:
     """The given modalities encoded jointly -> logits [B,K] of classification head `head`:
     of the joint pooled vector, or (per_modality, as MBT) the mean of each present
     modality's logits."""
-    enc = self.encode(inputs, valid=valid, present=present)
+    enc = self.encode(inputs, valid=valid, present=present, keep=keep)
     classify = lambda v: self.classifiers[head](v).astype(jnp.float32)
     if not per_modality:
       return classify(enc.joint), enc.aux

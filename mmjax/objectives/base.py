@@ -8,6 +8,9 @@ import jax.numpy as jnp
 
 # Batch keys that describe a modality rather than being one.
 _TEXT_MASK = "text_mask"
+# int32 [B, K]: the tokens of the modality that enter the trunk (token drop; training only,
+# added by the train step: mmjax/token_drop.py).
+KEEP_SUFFIX = "_keep"
 
 
 def missing_inputs(needed: Sequence[str], batch_keys, objective: str, task: str) -> str | None:
@@ -20,13 +23,15 @@ def missing_inputs(needed: Sequence[str], batch_keys, objective: str, task: str)
 
 
 def model_inputs(batch: Mapping[str, jax.Array], modalities: Sequence[str]):
-  """(inputs, valid, present) for `model.encode` from a batch in the design.md format."""
+  """(inputs, valid, present, keep) for `model.encode` from a batch in the design.md
+  format; `keep` holds the kept token indices of modalities under token drop."""
   inputs = {m: batch[m] for m in modalities}
   valid = {}
   if "text" in modalities and _TEXT_MASK in batch:
     valid["text"] = batch[_TEXT_MASK]
   present = {m: batch[f"{m}_present"] for m in modalities if f"{m}_present" in batch}
-  return inputs, valid, present
+  keep = {m: batch[m + KEEP_SUFFIX] for m in modalities if m + KEEP_SUFFIX in batch}
+  return inputs, valid, present, keep
 
 
 def present_rows(batch: Mapping[str, jax.Array], modalities: Sequence[str], b: int) -> jax.Array:

@@ -61,9 +61,9 @@ class Classification:
 
   def compute_logits(self, model, batch):
     """(logits [B,K], aux) of this objective's head."""
-    inputs, valid, present = base.model_inputs(batch, self.modalities)
-    return model.class_logits(inputs, valid=valid, present=present, head=self.head_name,
-                              per_modality=self.logits == "modality_mean")
+    inputs, valid, present, keep = base.model_inputs(batch, self.modalities)
+    return model.class_logits(inputs, valid=valid, present=present, keep=keep,
+                              head=self.head_name, per_modality=self.logits == "modality_mean")
 
   def __call__(self, model, batch, rng):
     del rng

@@ -89,8 +89,9 @@ class Contrastive:
     """(za, zb, aux): unit-norm [B,E] embeddings of each side, encoded separately."""
     zs, auxes = [], []
     for m in (self.a, self.b):
-      inputs, valid, present = base.model_inputs(batch, (m,))
-      z, aux = model.embed_modality(inputs, valid=valid, present=present, modality=m)
+      inputs, valid, present, keep = base.model_inputs(batch, (m,))
+      z, aux = model.embed_modality(inputs, valid=valid, present=present, keep=keep,
+                                    modality=m)
       zs.append(z)
       auxes.append(aux)
     return zs[0], zs[1], combine(auxes)

@@ -56,7 +56,9 @@ class Masked:
 
   def __call__(self, model, batch, rng):
     m = self.modality
-    inputs, valid, present = base.model_inputs(batch, self.modalities)
+    # Token drop never applies to `modality` (config validation refuses it): every token
+    # is a target. Context modalities may be dropped.
+    inputs, valid, present, keep = base.model_inputs(batch, self.modalities)
     spec = model.spec.modalities[m]
     b = batch[m].shape[0]
     n = spec.num_tokens(tuple(batch[m].shape[1:]))
@@ -64,7 +66,7 @@ class Masked:
     if m in present:
       valid_bn = valid_bn & present[m][:, None]
     hide = random_token_mask(rng, (b, n), self.ratio, valid_bn)
-    enc = model.encode(inputs, valid=valid, present=present, replace={m: hide})
+    enc = model.encode(inputs, valid=valid, present=present, keep=keep, replace={m: hide})
     pred = model.decode(enc.tokens[m], m)
     w = hide.astype(jnp.float32)
     if spec.kind == "text":

@@ -69,10 +69,10 @@ class Matching:
   def pairs(self, batch):
     """(batch of 2B rows: positives then negatives, label [2B], usable [2B])."""
     partner, ok = negative_partners(batch[self.content_key], self.max_shift)
-    text_keys = [k for k in base.needed_keys((self.text,)) + [f"{self.text}_present"]
-                 if k in batch]
+    extra = lambda m: [f"{m}_present", m + base.KEEP_SUFFIX]
+    text_keys = [k for k in base.needed_keys((self.text,)) + extra(self.text) if k in batch]
     paired = {}
-    for k in base.needed_keys(self.modalities) + [f"{m}_present" for m in self.modalities]:
+    for k in base.needed_keys(self.modalities) + [k for m in self.modalities for k in extra(m)]:
       if k in batch:
         second = batch[k][partner] if k in text_keys else batch[k]
         paired[k] = jnp.concatenate([batch[k], second])
@@ -84,8 +84,9 @@ class Matching:
   def __call__(self, model, batch, rng):
     del rng
     paired, label, usable = self.pairs(batch)
-    inputs, valid, present = base.model_inputs(paired, self.modalities)
-    logits, aux = model.class_logits(inputs, valid=valid, present=present, head=self.head_name,
+    inputs, valid, present, keep = base.model_inputs(paired, self.modalities)
+    logits, aux = model.class_logits(inputs, valid=valid, present=present, keep=keep,
+                                     head=self.head_name,
                                      per_modality=self.logits == "modality_mean")
     logit = logits[:, 0]
     per_row = -(label * jax.nn.log_sigmoid(logit) + (1 - label) * jax.nn.log_sigmoid(-logit))

@@ -43,6 +43,8 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
+from mmjax.task_settings import kept_tokens
+
 
 def attention_flops(length: int, width: int, num_heads: int) -> float:
   """Forward FLOPs per example of attention over one sequence of `length` tokens: scores
@@ -52,9 +54,16 @@ def attention_flops(length: int, width: int, num_heads: int) -> float:
 
 # ------------------------------------------------------------------ a whole step
 
-def pass_tokens(spec, modalities: Sequence[str], batch_shapes: Mapping[str, tuple]) -> dict:
-  """{modality: tokens per example} of one trunk pass, from the batch's array shapes."""
-  return {m: spec.modalities[m].num_tokens(tuple(batch_shapes[m][1:])) for m in modalities}
+def pass_tokens(spec, modalities: Sequence[str], batch_shapes: Mapping[str, tuple],
+                token_drop: Mapping[str, float] | None = None) -> dict:
+  """{modality: tokens per example} of one trunk pass, from the batch's array shapes; a
+  modality under token drop ({modality: rate}) counts the tokens it keeps."""
+  token_drop = token_drop or {}
+  out = {}
+  for m in modalities:
+    n = spec.modalities[m].num_tokens(tuple(batch_shapes[m][1:]))
+    out[m] = kept_tokens(n, token_drop[m]) if m in token_drop else n
+  return out
 
 
 def trunk_pass_flops(spec, tokens: Mapping[str, int]) -> tuple[float, float]:
@@ -87,27 +96,33 @@ def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:
 
 
 def train_step_flops(spec, objectives, batch_shapes: Mapping[str, tuple],
-                     microbatches: int = 1) -> float:
+                     microbatches: int = 1, token_drop: Mapping[str, float] | None = None
+                     ) -> float:
   """Model FLOPs of one training step of a task: every trunk pass of every objective,
-  forward and backward, with the token counts of this batch's shapes."""
+  forward and backward, with the token counts of this batch's shapes (less the dropped
+  tokens of a task with token drop: only kept tokens are embedded into the trunk's
+  sequence; the patch embedding of the dropped ones is counted too, as it is computed)."""
   batch = next(iter(batch_shapes.values()))[0]
   total = 0.0
   for o in objectives:
     tokens_all: dict = {}
     for group in o.forward_passes():
-      tokens = pass_tokens(spec, group, batch_shapes)
+      tokens = pass_tokens(spec, group, batch_shapes, token_drop)
       tokens_all.update(tokens)
-      embed, blocks = trunk_pass_flops(spec, tokens)
+      _, blocks = trunk_pass_flops(spec, tokens)
+      embed, _ = trunk_pass_flops(spec, pass_tokens(spec, group, batch_shapes))
       total += batch * (2.0 * embed + 3.0 * blocks)
     total += 3.0 * batch * head_flops(spec, o.heads(), tokens_all, batch // microbatches)
   return total
 
 
-def tokens_per_step(spec, objectives, batch_shapes: Mapping[str, tuple]) -> int:
-  """Input tokens of one step: every modality the task's objectives read, counted once."""
+def tokens_per_step(spec, objectives, batch_shapes: Mapping[str, tuple],
+                    token_drop: Mapping[str, float] | None = None) -> int:
+  """Input tokens of one step that enter the trunk: every modality the task's objectives
+  read, counted once (the kept ones, under token drop)."""
   used = dict.fromkeys(m for o in objectives for g in o.forward_passes() for m in g)
   batch = next(iter(batch_shapes.values()))[0]
-  return batch * sum(pass_tokens(spec, tuple(used), batch_shapes).values())
+  return batch * sum(pass_tokens(spec, tuple(used), batch_shapes, token_drop).values())
 
 
 def param_count(abstract_params) -> int:
