@@ -49,3 +49,69 @@ def test_sampled_draws_wander_where_weighted_does_not():
 def test_bad_weights_are_refused(weights, message):
   with pytest.raises(ConfigError, match=message):
     schedules.make_schedule(_config(weights))
+
+
+def _interval_config(intervals, order=()):
+  return ml_collections.ConfigDict(dict(
+      seed=0, schedule=dict(type="interval", order=order),
+      tasks={n: dict(interval=k, batch_size=1) for n, k in intervals.items()}))
+
+
+def test_interval_runs_each_task_on_its_turns_rarest_first():
+  sched = schedules.make_schedule(_interval_config({"main": 1, "mlm": 4, "cap": 2}))
+  # Due at step s: every task whose interval divides s; the rarest due task runs (the
+  # default order: mlm, cap, main), the others skip that turn.
+  assert [sched.task_at(s) for s in range(9)] == [
+      "mlm", "main", "cap", "main", "mlm", "main", "cap", "main", "mlm"]
+
+
+def test_interval_conflicts_go_to_the_first_task_of_an_explicit_order():
+  sched = schedules.make_schedule(_interval_config({"a": 1, "b": 2, "c": 3}, ("c", "b", "a")))
+  assert [sched.task_at(s) for s in range(7)] == ["c", "a", "b", "c", "b", "a", "c"]
+  # With a (due at every step) before b, b's turns all go to a or c.
+  with pytest.raises(ConfigError, match=r"tasks.b.interval=2: task 'b' never runs.*"
+                                        r"\('c', 'a', 'b'\)"):
+    schedules.make_schedule(_interval_config({"a": 1, "b": 2, "c": 3}, ("c", "a", "b")))
+
+
+def test_interval_schedule_is_a_pure_function_of_the_step():
+  cfg = _interval_config({"a": 1, "b": 3, "c": 5})
+  first = [schedules.make_schedule(cfg).task_at(s) for s in range(100)]
+  resumed = schedules.make_schedule(cfg)  # a new process, asked out of order
+  assert [resumed.task_at(s) for s in reversed(range(100))] == first[::-1]
+  assert resumed.task_at(10**9 + 7) == first[(10**9 + 7) % 15]  # the period is lcm = 15
+
+
+@pytest.mark.parametrize("intervals, order, message", [
+    ({"a": 2, "b": 2}, (), r"no task is due at step 1 .*give one task interval 1"),
+    ({"a": 1, "b": 4, "c": 4}, (), r"tasks.c.interval=4: task 'c' never runs"),
+    ({"a": 1, "b": 0}, (), r"tasks.b.interval is not set"),
+    ({"a": 1, "b": 2}, ("a",), r"schedule.order=\('a',\): must list every task once"),
+    ({"a": 1, "b": 2}, ("a", "a"), r"schedule.order=\('a', 'a'\): names a task twice"),
+    ({"a": 1, "b": 9973, "c": 9967}, (), r"repeats only every 99,400,891 steps"),
+])
+def test_intervals_that_cannot_schedule_every_task_are_refused(intervals, order, message):
+  with pytest.raises(ConfigError, match=message):
+    schedules.make_schedule(_interval_config(intervals, order))
+
+
+def test_print_schedule_prints_the_tasks_and_exits_without_building_anything(tmp_path):
+  from tests.conftest import cli_env, run_cli
+  from tests.test_task_settings import TWO_TASKS
+  env = cli_env(MMJAX_DATA_DIR=tmp_path / "no_data_here")
+  out = run_cli("mmjax.train", ["--config", TWO_TASKS, "--print_schedule", "8",
+                                "--config.schedule.type=interval",
+                                "--config.tasks.default.interval=1",
+                                "--config.tasks.masked_text.interval=4"], env=env)
+  lines = out.stdout.strip().splitlines()
+  assert lines[:8] == [f"{s}\t{t}" for s, t in enumerate(
+      ["masked_text"] + ["default"] * 3 + ["masked_text"] + ["default"] * 3)]
+  assert lines[-2].split() == ["#", "default", "6", "steps", "75.00%"]
+  assert lines[-1].split() == ["#", "masked_text", "2", "steps", "25.00%"]
+  assert not (tmp_path / "no_data_here").exists()  # no dataset was built
+  bad = run_cli("mmjax.train", ["--config", TWO_TASKS, "--print_schedule", "8",
+                                "--config.schedule.type=interval",
+                                "--config.tasks.default.interval=1",
+                                "--config.tasks.masked_text.interval=1"], env=env, check=False)
+  assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
+      "error: config.tasks.masked_text.interval=1: task 'masked_text' never runs")

@@ -70,8 +70,8 @@ class IntervalSchedule:
     free = np.flatnonzero(self._seq < 0)
     if free.size:
       raise ConfigError(f"config.tasks.*.interval {dict(intervals)}: no task is due at step "
-                        f"{int(free[0])} (nor at {free.size - 1} more steps of every "
-                        f"{self.period}); give one task interval 1 to fill the free steps")
+                        f"{int(free[0])} ({free.size} of every {self.period} steps have none); "
+                        f"give one task interval 1 to fill the free steps")
     ran = set(self._seq.tolist())
     for i, name in enumerate(self.order):
       if i not in ran:
