@@ -93,9 +93,10 @@ def apply_override(config: ml_collections.ConfigDict, assignment: str) -> None:
           node[part] = _parse_like(None, text, key)
         return
       moved = config_layout.moved_key(key)
+      valid = sorted(set(node.keys()) | set(config_layout.dataclass_fields(parts[:i])))
       raise ConfigError(moved or (
           f"unknown config key {key!r}: {where!r} has no {part!r}"
-          f"{did_you_mean(part, node.keys())}; valid: {', '.join(sorted(node.keys()))}"))
+          f"{did_you_mean(part, valid)}; valid: {', '.join(valid)}"))
     if i < len(parts) - 1:
       node = node[part]
   old = node[parts[-1]]

@@ -51,6 +51,15 @@ def component_field(path: Sequence[str], field: str) -> bool:
   return config_class is not None and field in field_names(config_class)
 
 
+def dataclass_fields(path: Sequence[str]) -> tuple[str, ...]:
+  """The fields of the section at `path` when one dataclass reads it (e.g. a task's
+  settings), which the recipe may leave out; () for other sections."""
+  config_class = _lookup(_DATACLASS_SECTIONS, path)
+  if config_class is None:
+    return ()
+  return tuple(f for f in field_names(config_class) if f not in _CONTEXT_FIELDS)
+
+
 def moved_key(key: str) -> str | None:
   """For an unknown key that is a field of a component section below its parent, say where
   it lives now (e.g. model.fusion_layer -> model.fusion.fusion_layer)."""

@@ -224,6 +224,8 @@ def test_two_task_run_with_per_task_settings_resumes_bit_identically(world_dir, 
     (["tasks.default.token_drop={'video': 1.0}"], r"rate of 'video' must be a number in \[0, 1\)"),
     (["tasks.default.token_drop={'smell': 0.5}"], r"token_drop.smell: .*valid: audio, image"),
     (["tasks.default.seed_offset=0.5"], r"tasks.default.seed_offset=0.5: expected a int"),
+    (["tasks.default.seed_ofset=1"],
+     r"has no 'seed_ofset' \(did you mean 'seed_offset'\?\); valid: .*lr_multiplier.*token_drop"),
 ])
 def test_bad_task_input_is_refused_by_config_validation(world_dir, overrides, message):
   with pytest.raises(ConfigError, match=message):
