@@ -205,14 +205,18 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
 
   if compile_only:
     out = {}
-    for name in config.tasks:
-      batch = sharding.global_batch(next(iterators[name]), mesh)
-      compiled, cost = compiled_step(name, batch)
-      xla_flops = perf.compiled_flops(compiled)  # per device, as XLA counts it
-      out[name] = dict(aot.memory_report(abstract_sh, compiled), flops=xla_flops,
-                       analytic_flops=cost.flops)
-      if is_main:
-        print(aot.format_report(name, out[name], xla_flops), file=sys.stderr)
+    try:
+      for name in config.tasks:
+        batch = sharding.global_batch(next(iterators[name]), mesh)
+        compiled, cost = compiled_step(name, batch)
+        xla_flops = perf.compiled_flops(compiled)  # per device, as XLA counts it
+        out[name] = dict(aot.memory_report(abstract_sh, compiled), flops=xla_flops,
+                         analytic_flops=cost.flops)
+        if is_main:
+          print(aot.format_report(name, out[name], xla_flops), file=sys.stderr)
+    finally:  # grain workers and threads stop here, as after training
+      for it in iterators.values():
+        it.close()
     return out
 
   # ------------------------------------------------------------------ Checkpoint

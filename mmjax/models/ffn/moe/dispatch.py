@@ -12,13 +12,14 @@ kernels, chosen per backend by measurement (benchmarks/moe.py; NOTES-moe.md):
 """
 from __future__ import annotations
 
-import math
+import functools
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from mmjax.models import axes
+from mmjax.models.ffn.moe import grouped, router
 
 
 class ExpertWeights(NamedTuple):
@@ -68,89 +69,122 @@ def run_slots(x_gsd, slot_token_gec, slot_weight_gec, w: ExpertWeights,
 
 # ---------------------------------------------------------------- dropless
 
-class Sorted(NamedTuple):
-  """One group's (token, choice) pairs sorted by expert; invalid pairs last."""
-  token: jax.Array    # [A] token index of each sorted pair
-  expert: jax.Array   # [A] its expert (E for invalid pairs)
-  counts: jax.Array   # [E] valid pairs per expert
-  inverse: jax.Array  # [A] position in sorted order of pair a = rank * S + token
+class Rows(NamedTuple):
+  """One group's (choice, token) pairs laid out as rows sorted by expert, each expert's
+  run starting at a multiple of `block` rows; pair a = choice * S + token."""
+  row_a: jax.Array        # [A] row of each pair (R, past the end, for invalid pairs)
+  pair_r: jax.Array       # [R] pair of each row (A for padding rows)
+  counts: jax.Array       # [E] rows (valid pairs) per expert
+  block_start: jax.Array  # [E] first block of each expert's run
+  block_count: jax.Array  # [E] blocks in it
 
 
-def sort_by_expert(expert_sk, valid_s, num_experts: int) -> Sorted:
+def num_rows(pairs: int, num_experts: int, block: int) -> int:
+  """Rows of the padded layout: enough for any routing of `pairs` pairs."""
+  return -(-(pairs + num_experts * (block - 1)) // block) * block
+
+
+def expert_rows(expert_sk, valid_s, num_experts: int, block: int) -> Rows:
+  """Each pair's row without a sort: its expert's first row plus its position among the
+  expert's pairs (router.position_in_expert)."""
   s, k = expert_sk.shape
-  key_a = jnp.where(jnp.tile(valid_s, k), expert_sk.T.reshape(-1), num_experts)
-  order = jnp.argsort(key_a, stable=True)
-  expert = key_a[order]
-  counts = jnp.sum(expert[:, None] == jnp.arange(num_experts), axis=0).astype(jnp.int32)
-  inverse = jnp.zeros_like(order).at[order].set(jnp.arange(order.shape[0]))
-  return Sorted(token=jnp.tile(jnp.arange(s), k)[order], expert=expert, counts=counts,
-                inverse=inverse)
+  a = s * k
+  expert_a = expert_sk.T.reshape(-1)
+  valid_a = jnp.tile(valid_s, k)
+  position_a, counts = router.position_in_expert(expert_a, valid_a, num_experts)
+  block_count = -(-counts // block)
+  block_start = jnp.cumsum(block_count) - block_count
+  r = num_rows(a, num_experts, block)
+  row_a = jnp.where(valid_a, block_start[jnp.minimum(expert_a, num_experts - 1)] * block
+                    + position_a, r)
+  pair_r = jnp.full((r,), a, jnp.int32).at[row_a].set(jnp.arange(a, dtype=jnp.int32),
+                                                      mode="drop")
+  return Rows(row_a=row_a, pair_r=pair_r, counts=counts, block_start=block_start,
+              block_count=block_count)
 
 
-def _combine_sorted(out_ad, st: Sorted, weight_sk, row_a):
-  """Sum over each token's choices of weight * its output row (row_a: pair -> row)."""
+def _take_rows(x_nd, idx):
+  """x_nd[idx] where idx == len(x_nd) (and beyond) reads a zero row."""
+  return jnp.take(x_nd, idx, axis=0, mode="fill", fill_value=0)
+
+
+# Dispatch and combine are permutations of rows (each token has K rows, each row at most one
+# token), so each one's backward is the inverse permutation's gather. JAX's transpose of a
+# gather is a scatter-add, which XLA:CPU runs row by row.
+
+@jax.custom_vjp
+def dispatch_rows(x_sd, rows: Rows):
+  """[R, D]: row r holds its pair's token (zeros for padding rows)."""
+  s = x_sd.shape[0]
+  return _take_rows(x_sd, jnp.where(rows.pair_r < rows.row_a.shape[0], rows.pair_r % s, s))
+
+
+def _dispatch_fwd(x_sd, rows):
+  return dispatch_rows(x_sd, rows), (rows, x_sd.shape[0])
+
+
+def _dispatch_bwd(res, d_rd):
+  rows, s = res
+  d_ksd = _take_rows(d_rd, rows.row_a).reshape(-1, s, d_rd.shape[-1])
+  return jnp.sum(d_ksd, axis=0), None
+
+
+dispatch_rows.defvjp(_dispatch_fwd, _dispatch_bwd)
+
+
+@jax.custom_vjp
+def combine_rows(out_rd, weight_sk, rows: Rows):
+  """[S, D]: each token's sum over its choices of weight * its row's output."""
   s, k = weight_sk.shape
-  out = jnp.pad(out_ad, ((0, 1), (0, 0)))  # the last row is zeros (invalid pairs)
-  y_ksd = out[row_a].reshape(k, s, -1)
+  y_ksd = _take_rows(out_rd, rows.row_a).reshape(k, s, -1)
   return jnp.einsum("ksd,sk->sd", y_ksd, weight_sk.astype(y_ksd.dtype))
 
 
-def dropless_ragged(x_sd, expert_sk, weight_sk, valid_s, w: ExpertWeights, act):
+def _combine_fwd(out_rd, weight_sk, rows):
+  return combine_rows(out_rd, weight_sk, rows), (out_rd, weight_sk, rows)
+
+
+def _combine_bwd(res, dy_sd):
+  out_rd, weight_sk, rows = res
+  s, k = weight_sk.shape
+  y_ksd = _take_rows(out_rd, rows.row_a).reshape(k, s, -1)
+  d_weight = jnp.einsum("ksd,sd->sk", y_ksd, dy_sd).astype(weight_sk.dtype)
+  weight_r = _take_rows(weight_sk.T.reshape(-1), rows.pair_r).astype(dy_sd.dtype)
+  d_out = _take_rows(dy_sd, jnp.where(rows.pair_r < s * k, rows.pair_r % s, s))
+  return d_out * weight_r[:, None], d_weight, None
+
+
+combine_rows.defvjp(_combine_fwd, _combine_bwd)
+
+
+def dropless_group(x_sd, expert_sk, weight_sk, valid_s, w: ExpertWeights, act, *,
+                   kernel: str, block: int):
+  """One routing group through the experts, dropless."""
   e = w.wi.shape[0]
-  st = sort_by_expert(expert_sk, valid_s, e)
-  x_ad = jnp.pad(x_sd, ((0, 1), (0, 0)))[jnp.where(st.expert < e, st.token, x_sd.shape[0])]
-  bias = jnp.minimum(st.expert, e - 1)
-  h = act(jax.lax.ragged_dot(x_ad, w.wi, st.counts) + w.bi[bias])
-  out = jax.lax.ragged_dot(h, w.wo, st.counts) + w.bo[bias]
-  out = jnp.where((st.expert < e)[:, None], out, 0)
-  return _combine_sorted(out, st, weight_sk, st.inverse)
-
-
-def dropless_blocked(x_sd, expert_sk, weight_sk, valid_s, w: ExpertWeights, act, block: int):
-  s, k = expert_sk.shape
-  e = w.wi.shape[0]
-  st = sort_by_expert(expert_sk, valid_s, e)
-  a = s * k
-  block = min(block, max(8, a))
-  num_blocks = math.ceil((a + e * (block - 1)) / block)  # the most any routing can need
-  rows = num_blocks * block
-  padded = -(-st.counts // block) * block
-  padded_end = jnp.cumsum(padded)
-  padded_start = padded_end - padded
-  start = jnp.cumsum(st.counts) - st.counts
-  expert = jnp.minimum(st.expert, e - 1)
-  row_sorted = jnp.where(st.expert < e,
-                         padded_start[expert] + jnp.arange(a) - start[expert], rows)
-  row_token = jnp.full((rows,), s, jnp.int32).at[row_sorted].set(st.token, mode="drop")
-  x_nbd = jnp.pad(x_sd, ((0, 1), (0, 0)))[row_token].reshape(num_blocks, block, -1)
-  block_expert = jnp.minimum(
-      jnp.searchsorted(padded_end, jnp.arange(num_blocks) * block, side="right"), e - 1)
-  live = jnp.arange(num_blocks) * block < padded_end[-1]
-
-  def one_block(_, inputs):
-    # Blocks past the last expert's rows hold only padding: skipped (unless vmapped, where
-    # the cond becomes a select and they run; the bound keeps them under E blocks).
-    x_bd, j, run = inputs
-    def ffn(x_bd):
-      h = act(x_bd @ w.wi[j] + w.bi[j])
-      return h @ w.wo[j] + w.bo[j]
-    return None, jax.lax.cond(run, ffn, jnp.zeros_like, x_bd)
-  # A scan over blocks measured faster on XLA:CPU than gathering every block's weights for
-  # one batched einsum (NOTES-moe.md).
-  _, out_nbd = jax.lax.scan(one_block, None, (x_nbd, block_expert, live))
-  return _combine_sorted(out_nbd.reshape(rows, -1), st, weight_sk, row_sorted[st.inverse])
+  if kernel == "ragged":  # rows without padding: ragged_dot takes each expert's row count
+    rows = expert_rows(expert_sk, valid_s, e, 1)
+    x_rd = dispatch_rows(x_sd, rows)
+    expert_r = jnp.minimum(jnp.searchsorted(jnp.cumsum(rows.counts),
+                                            jnp.arange(x_rd.shape[0]), side="right"), e - 1)
+    h = act(jax.lax.ragged_dot(x_rd, w.wi, rows.counts) + w.bi[expert_r])
+    out_rd = jax.lax.ragged_dot(h, w.wo, rows.counts) + w.bo[expert_r]
+  else:
+    rows = expert_rows(expert_sk, valid_s, e, block)
+    out_rd = grouped.grouped_ffn(act, block, dispatch_rows(x_sd, rows), *w,
+                                 rows.block_start, rows.block_count)
+  return combine_rows(out_rd, weight_sk, rows)
 
 
 def run_dropless(x_gsd, expert_gsk, weight_gsk, valid_gs, w: ExpertWeights, act, *,
                  kernel: str, block: int):
-  if kernel == "ragged":
-    # ragged_dot has no batching rule over groups (jax 0.10): the groups run as one.
-    # Dropless math does not depend on the grouping.
+  fn = functools.partial(dropless_group, w=w, act=act, kernel=kernel,
+                         block=min(block, max(8, expert_gsk[0].size)))
+  if kernel == "ragged" or x_gsd.shape[0] == 1:
+    # ragged_dot has no batching rule over groups (jax 0.10), and dropless math does not
+    # depend on the grouping: the groups run as one. One group also runs unvmapped, so
+    # each expert's loop runs its own trip count.
     g, s, d = x_gsd.shape
-    y = dropless_ragged(x_gsd.reshape(g * s, d), expert_gsk.reshape(g * s, -1),
-                        weight_gsk.reshape(g * s, -1), valid_gs.reshape(g * s), w, act)
+    y = fn(x_gsd.reshape(g * s, d), expert_gsk.reshape(g * s, -1),
+           weight_gsk.reshape(g * s, -1), valid_gs.reshape(g * s))
     return y.reshape(g, s, d)
-  fn = lambda x, ex, wt, v: dropless_blocked(x, ex, wt, v, w, act, block)
-  if x_gsd.shape[0] == 1:  # one group (one device): unvmapped, so empty blocks are skipped
-    return fn(x_gsd[0], expert_gsk[0], weight_gsk[0], valid_gs[0])[None]
   return jax.vmap(fn)(x_gsd, expert_gsk, weight_gsk, valid_gs)

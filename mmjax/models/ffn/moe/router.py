@@ -26,6 +26,15 @@ def token_choice(probs_gse, valid_gs, top_k: int, renormalize: bool):
   return expert_gsk, jnp.where(valid_gs[..., None], weight_gsk, 0.0)
 
 
+def position_in_expert(expert_a, valid_a, num_experts: int):
+  """Each valid pair's rank among the earlier pairs of its expert [A], and the valid pairs
+  per expert [E]: a cumulative count, cheaper than a sort on XLA:CPU."""
+  onehot_ae = ((expert_a[:, None] == jnp.arange(num_experts)) & valid_a[:, None]).astype(
+      jnp.int32)
+  position_a = jnp.sum((jnp.cumsum(onehot_ae, axis=0) - 1) * onehot_ae, axis=-1)
+  return position_a, jnp.sum(onehot_ae, axis=0)
+
+
 def capacity_slots(expert_sk, weight_sk, valid_s, num_experts: int, capacity: int):
   """Token choice with a capacity, for one group: the token index in each expert's slots
   [E,C] (S = empty), the slots' combine weights, and which choices were kept [S,K].
@@ -38,8 +47,7 @@ def capacity_slots(expert_sk, weight_sk, valid_s, num_experts: int, capacity: in
   weight_a = weight_sk.T.reshape(-1)
   token_a = jnp.tile(jnp.arange(s), k)
   valid_a = jnp.tile(valid_s, k)
-  onehot_ae = (expert_a[:, None] == jnp.arange(num_experts)) & valid_a[:, None]
-  position_a = jnp.sum((jnp.cumsum(onehot_ae, axis=0) - 1) * onehot_ae, axis=-1)
+  position_a, _ = position_in_expert(expert_a, valid_a, num_experts)
   kept_a = valid_a & (position_a < capacity)
   slot_a = jnp.where(kept_a, expert_a * capacity + position_a, num_experts * capacity)
   slot_token = jnp.full((num_experts * capacity,), s, jnp.int32).at[slot_a].set(
