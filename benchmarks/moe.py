@@ -39,10 +39,15 @@ from mmjax.train_step import init_state, make_train_step  # noqa: E402
 
 def variants(a) -> dict:
   moe = dict(num_experts=a.experts, top_k=a.top_k, expert_dim=4 * a.width // a.top_k,
-             block_size=a.block)
+             block_size=a.blocks[0])
   out = {"dense": MlpConfig()}
   for kernel in a.kernels:
-    out[f"dropless_{kernel}"] = MoeConfig(routing="dropless", kernel=kernel, **moe)
+    if kernel == "blocked" and len(a.blocks) > 1:  # the block size, chosen by measurement
+      for block in a.blocks:
+        out[f"dropless_blocked{block}"] = MoeConfig(
+            routing="dropless", kernel=kernel, **{**moe, "block_size": block})
+    else:
+      out[f"dropless_{kernel}"] = MoeConfig(routing="dropless", kernel=kernel, **moe)
   out["token_choice_cf1.25"] = MoeConfig(routing="token_choice", capacity_factor=1.25, **moe)
   out["expert_choice_cf1.0"] = MoeConfig(routing="expert_choice", capacity_factor=1.0, **moe)
   return out
@@ -52,7 +57,8 @@ def main():
   p = add_shape_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
   p.add_argument("--experts", type=int, default=8)
   p.add_argument("--top_k", type=int, default=2)
-  p.add_argument("--block", type=int, default=128, help="rows per block (blocked kernel)")
+  p.add_argument("--blocks", type=int, nargs="+", default=[128],
+                 help="rows per block of the blocked kernel (several: one variant each)")
   p.add_argument("--kernels", nargs="+", default=["blocked", "ragged"])
   p.add_argument("--rounds", type=int, default=5)
   a = p.parse_args()
@@ -92,7 +98,7 @@ def main():
   dense = np.asarray(runs["dense"]["times"])
   fig = {"device": jax.devices()[0].device_kind, "dtype": a.dtype, "width": a.width,
          "depth": a.depth, "tokens": a.tokens, "batch": a.batch, "experts": a.experts,
-         "top_k": a.top_k, "rounds": a.rounds, "block": a.block,
+         "top_k": a.top_k, "rounds": a.rounds, "blocks": a.blocks,
          "default_dropless_kernel": "blocked" if jax.default_backend() == "cpu" else "ragged"}
   print(f"{'variant':<22}{'step_s med':>11}{'min':>8}{'max':>8}{'ratio med':>11}"
         f"{'ratio min':>10}{'ratio max':>10}{'drop':>7}{'compile_s':>10}")

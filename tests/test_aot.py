@@ -1,8 +1,13 @@
 """Ahead-of-time: compile for a mesh without running, and see what the memory levers do."""
+import threading
+import time
+
 import jax
 import pytest
 
-from mmjax import config as config_lib, trainer
+from mmjax import build, config as config_lib, optim, trainer
+from mmjax.data import pipeline
+from mmjax.models import axes
 from mmjax.config import ConfigError
 from tests.conftest import TINY
 
@@ -56,9 +61,36 @@ def test_a_large_replicated_parameter_fails_loudly(world_dir, tmp_path):
 MOE = ["model.ffn.type=moe", "model.ffn.num_experts=8", "model.ffn.top_k=2"]
 
 
-def test_compile_only_with_experts_split_over_the_expert_axis(world_dir, tmp_path):
-  r = compile_only(world_dir, tmp_path, *MOE, "mesh.data=2", "mesh.expert=4")
+def grain_threads() -> list[str]:
+  return [t.name for t in threading.enumerate() if t.name.startswith("grain")]
+
+
+def test_compile_only_of_an_moe_recipe_splits_experts_and_closes_its_input(
+    world_dir, tmp_path, capsys):
+  config = config_lib.load("configs/mm_world_fusion.py:tiny_early_moe", [
+      f"tasks.default.data.data_dir={world_dir}", "mesh.data=2", "mesh.expert=4"])
+  task = config.tasks.default
+  # Held here, so only close() (not garbage collection) can stop its read-ahead threads.
+  iterators = {"default": pipeline.make_train_iterator(
+      task.data, batch_size=task.batch_size, seed=0, process_index=0, process_count=1)}
+  r = trainer.train(config, str(tmp_path), compile_only=True, iterators=iterators)["default"]
   assert r["params_bytes"] > 0 and r["temp_bytes"] > 0 and r["flops"] > 0
+  assert "per-device memory" in capsys.readouterr().err
+  spec = build.model_spec(config, build.task_objectives(config))
+  abstract = trainer.abstract_train_state(
+      config, spec, optim.make_optimizer(config.optim, config.total_steps))[2]
+  names = jax.tree.leaves(axes.logical_axes_of(abstract.params),
+                         is_leaf=lambda x: isinstance(x, axes.Names))
+  sizes = [x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract.params)]
+  expert_bytes = sum(b for b, n in zip(sizes, names) if "expert" in n)
+  assert expert_bytes > 0
+  # Each device holds a quarter of the experts and all the rest (no fsdp).
+  assert r["params_bytes"] <= sum(sizes) - 0.75 * expert_bytes + 1024
+  for _ in range(50):  # the input pipeline's read-ahead threads stop once it is closed
+    if not grain_threads():
+      break
+    time.sleep(0.1)
+  assert not grain_threads()
 
 
 def test_an_expert_count_the_expert_axis_does_not_divide_fails_before_compiling(
