@@ -88,3 +88,20 @@ def num_shards(name: str) -> int:
   for a in mesh_axes:
     n *= sh.mesh.shape[a]
   return n
+
+
+def map_batch_shards(fn: Callable, split_args: Sequence, whole_args: Sequence = ()):
+  """fn(*split_args, *whole_args) run on each device's piece of `split_args` (arrays whose
+  leading axis is the logical "batch") with `whole_args` whole on every device; returns the
+  pieces' outputs (leading axis "batch"). For work that must stay on one device per batch
+  shard (dropless MoE sorts its own tokens); without rules, fn runs once on everything."""
+  sharder = _ACTIVATION_SHARDER.get()
+  if sharder is None:
+    return fn(*split_args, *whole_args)
+  sh = sharder(("batch",))
+  split = jax.sharding.PartitionSpec(sh.spec[0] if len(sh.spec) else None)
+  # check_vma=False: fn's loops start from constants that vma typing would call unvarying;
+  # the gradients of `whole_args` are still summed over the shards.
+  return jax.shard_map(fn, mesh=sh.mesh, check_vma=False,
+                       in_specs=(split,) * len(split_args) + (jax.sharding.PartitionSpec(),)
+                       * len(whole_args), out_specs=split)(*split_args, *whole_args)

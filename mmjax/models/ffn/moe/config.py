@@ -31,8 +31,8 @@ class MoeConfig:
   modality_aware: none | routers (one router per modality id) | experts (the experts split
     into one equal group per modality; a token picks within its modality's group).
   expert_dim: hidden size of each expert (0 = model.mlp_dim).
-  kernel: the dropless grouped matmul: blocked (sort + block-padded matmuls, XLA:CPU) |
-    ragged (jax.lax.ragged_dot, GPU/TPU) | auto (by backend; see NOTES-moe.md).
+  kernel: the dropless grouped matmul: blocked (per-expert loops over block-padded rows,
+    XLA:CPU) | ragged (jax.lax.ragged_dot, GPU/TPU) | auto (by backend; README, MoE).
   """
   every: int = 1
   num_experts: int = 8

@@ -3,12 +3,15 @@
 Capacity routing (token choice with a capacity, expert choice) fills a fixed [G,E,C] grid
 of slots: a gather brings each slot its token, one batched matmul per weight runs every
 expert, and a scatter-add returns the weighted outputs. Dropless routing has no fixed
-grid: its tokens are sorted by expert and run through a grouped matmul, by one of two
-kernels, chosen per backend by measurement (benchmarks/moe.py; NOTES-moe.md):
-  blocked  sort, pad each expert's run of rows to a multiple of `block` rows, and run the
-           blocks one after another, each against its expert's weights (XLA:CPU);
-  ragged   jax.lax.ragged_dot (GPU/TPU; XLA:CPU pads it to a dense batched matmul, about
-           E x the useful FLOPs).
+grid: each (choice, token) pair gets a row in an expert-sorted layout (a cumulative count,
+no sort), and a grouped matmul runs the rows, by one of two kernels, chosen per backend by
+measurement (benchmarks/moe.py; the README's MoE section):
+  blocked  each expert's run of rows padded to whole blocks of `block` rows; per expert, a
+           loop over its own blocks (grouped.py, XLA:CPU)
+  ragged   jax.lax.ragged_dot over unpadded runs (GPU/TPU; XLA:CPU pads it to a dense
+           batched matmul, about E x the useful FLOPs).
+Dispatch into rows and combine out of them are permutations, so their backward passes are
+gathers by the inverse permutation, not scatter-adds.
 """
 from __future__ import annotations
 
@@ -40,17 +43,34 @@ def _with_zero_row(x_gsd):
 
 # ---------------------------------------------------------------- capacity slots
 
+def gather_slots(x_gsd, slot_token_gec):
+  """[G,E,C,D]: each slot's token (zeros for empty slots)."""
+  g, _, d = x_gsd.shape
+  _, e, c = slot_token_gec.shape
+  idx = slot_token_gec.reshape(g, e * c, 1)
+  return jnp.take_along_axis(_with_zero_row(x_gsd), idx, axis=1).reshape(g, e, c, d)
+
+
+def combine_slots(out_gecd, slot_token_gec, tokens_per_group: int):
+  """[G,S,D]: each token's sum of its (already weighted) slots' outputs."""
+  _, e, c, d = out_gecd.shape
+
+  def combine(out_ecd, token_ec):
+    y = jnp.zeros((tokens_per_group + 1, d), out_ecd.dtype).at[token_ec.reshape(-1)].add(
+        out_ecd.reshape(e * c, d))
+    return y[:tokens_per_group]
+  return jax.vmap(combine)(out_gecd, slot_token_gec)
+
+
 def run_slots(x_gsd, slot_token_gec, slot_weight_gec, w: ExpertWeights,
               act: Callable) -> jax.Array:
   """Gather -> every expert on its slots -> weighted scatter-add back to the tokens.
 
   The slot grid is resharded from group-split (like the tokens) to expert-split (like the
-  weights) and back: with experts on the `expert` mesh axis that is an all-to-all each way.
+  weights) and back: with experts on the `expert` mesh axis XLA lowers that to an
+  all-to-all each way (as fast as an explicit one in shard_map: benchmarks/moe_dispatch.py).
   """
-  g, s, d = x_gsd.shape
-  _, e, c = slot_token_gec.shape
-  idx = slot_token_gec.reshape(g, e * c, 1)
-  x_gecd = jnp.take_along_axis(_with_zero_row(x_gsd), idx, axis=1).reshape(g, e, c, d)
+  x_gecd = gather_slots(x_gsd, slot_token_gec)
   x_gecd = axes.constrain(x_gecd, ("batch", None, None, None))
   x_gecd = axes.constrain(x_gecd, ("slot_batch", "slot_expert", None, None))
   h_gecf = act(jnp.einsum("gecd,edf->gecf", x_gecd, w.wi) + w.bi[None, :, None, :])
@@ -59,12 +79,7 @@ def run_slots(x_gsd, slot_token_gec, slot_weight_gec, w: ExpertWeights,
   out_gecd = axes.constrain(out_gecd, ("slot_batch", "slot_expert", None, None))
   out_gecd = axes.constrain(out_gecd, ("batch", None, None, None))
   out_gecd = out_gecd * slot_weight_gec[..., None].astype(out_gecd.dtype)
-
-  def combine(out_ecd, token_ec):
-    y = jnp.zeros((s + 1, d), out_ecd.dtype).at[token_ec.reshape(-1)].add(
-        out_ecd.reshape(e * c, d))
-    return y[:s]
-  return jax.vmap(combine)(out_gecd, slot_token_gec)
+  return combine_slots(out_gecd, slot_token_gec, x_gsd.shape[1])
 
 
 # ---------------------------------------------------------------- dropless

@@ -101,8 +101,15 @@ class MoeFfn(nnx.Module):
       else:
         processed = routed
         kernel = dispatch.default_kernel() if cfg.kernel == "auto" else cfg.kernel
-        y_gsd = dispatch.run_dropless(x_gsd, expert_gsk, weight_gsk, valid_gs, w, act,
-                                      kernel=kernel, block=cfg.block_size)
+
+        def experts(x, expert, weight, valid, *w):
+          return dispatch.run_dropless(x, expert, weight, valid, dispatch.ExpertWeights(*w),
+                                       act, kernel=kernel, block=cfg.block_size)
+        split = (x_gsd, expert_gsk, weight_gsk, valid_gs)
+        if g > 1:  # one group per device, run there unvmapped (benchmarks/moe_dispatch.py)
+          y_gsd = axes.map_batch_shards(experts, split, w)
+        else:
+          y_gsd = experts(*split, *w)
     losses, stats = router.losses_and_stats(
         logits, probs, valid_gs, routed, processed, lb_loss_weight=cfg.lb_loss_weight,
         z_loss_weight=cfg.z_loss_weight, balance=cfg.routing != "expert_choice")
