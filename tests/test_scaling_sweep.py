@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from mmjax.scaling import counts, runner, sweep
 from mmjax.scaling.sweep import Length, ModelSize, Run
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli_env, run_cli
 
 BASE = os.path.join(ROOT, "configs", "mm_world.py") + ":scaling"
 
@@ -104,6 +106,21 @@ def test_print_launcher_and_slurm_dry_run(tmp_path):
   assert "--array=0-14" in proc.stdout and "--time=60 --gpus-per-node=1" in proc.stdout
   assert "launch/slurm.sbatch --array-args" in proc.stdout
   assert not (tmp_path / "o").exists()  # dry runs write nothing
+
+
+def test_a_reader_that_goes_away_ends_the_cli_quietly(tmp_path):
+  """`python -m mmjax.scaling sweep --launcher print | head`: no BrokenPipeError traceback."""
+  # The read end is closed before the CLI prints (it validates the sweep first, seconds), so
+  # its first write hits a closed pipe every time -- what `head` does after its lines.
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "mmjax.scaling", "sweep", "--sweep",
+       os.path.join(ROOT, "configs", "sweeps", "tiny.py"), "--out", str(tmp_path / "o"),
+       "--launcher", "print"], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  proc.stdout.close()
+  _, err = proc.communicate(timeout=300)
+  assert "Traceback" not in err and "BrokenPipe" not in err, err
+  assert proc.returncode == 1
 
 
 def test_status_needs_final_checkpoint_and_final_eval_row(tmp_path):
