@@ -58,6 +58,28 @@ def test_iso_flop_trains_each_size_on_c_over_6n_tokens():
   assert counts.tokens_per_example(configs[runs[0].name], "default") == 16 + 48  # image + text
 
 
+def test_iso_flop_max_steps_bounds_small_models_at_large_budgets():
+  sizes = [ModelSize(16, 1), ModelSize(32, 2), ModelSize(64, 2)]
+  kw = dict(batch_size=16, params_fn=counts.params_of,
+            tokens_per_example_fn=counts.tokens_per_example_of, min_steps=5)
+  every = sweep.iso_flop(BASE, [1e12], sizes, **kw)
+  steps = {r.name: int(dict(o.split("=") for o in r.overrides)["total_steps"]) for r in every}
+  cap = sorted(steps.values())[1]  # keeps the two shortest runs
+  bounded = sweep.iso_flop(BASE, [1e12], sizes, max_steps=cap, **kw)
+  assert {r.name for r in bounded} == {n for n, s in steps.items() if s <= cap}
+  assert len(bounded) == 2 and "c1e12-w16d1" not in {r.name for r in bounded}
+
+
+def test_the_isoflop_sweep_brackets_each_budget_with_sizes():
+  runs = sweep.load_sweep(os.path.join(ROOT, "configs", "sweeps", "isoflop_tiny.py"))
+  configs = sweep.validate(runs)
+  by_budget = {}
+  for r in runs:
+    cfg = configs[r.name]
+    by_budget.setdefault(dict(r.tags)["budget"], set()).add((cfg.model.width, cfg.model.depth))
+  assert len(by_budget) >= 3 and all(len(s) >= 4 for s in by_budget.values())
+
+
 def test_duplicates_and_invalid_overrides_are_all_reported_before_anything_runs(tmp_path):
   sweep_file = tmp_path / "bad.py"
   sweep_file.write_text(
