@@ -55,7 +55,7 @@ def test_iso_flop_trains_each_size_on_c_over_6n_tokens():
     n = counts.param_count(cfg)
     d = cfg.total_steps * 16 * counts.tokens_per_example(cfg, "default")
     assert 6 * n * d == pytest.approx(c, rel=0.02), r.name
-  assert counts.tokens_per_example(configs[runs[0].name], "default") == 16 + 48  # image + text
+  assert counts.tokens_per_example(configs[runs[0].name], "default") == 16 + 48  # audio + text
 
 
 def test_iso_flop_max_steps_bounds_small_models_at_large_budgets():
