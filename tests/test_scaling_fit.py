@@ -44,17 +44,21 @@ def test_compute_optimal_exponents_minimise_the_law_at_fixed_compute():
     assert fit.optimal_n(law, c) == pytest.approx(best, rel=2e-3)
 
 
-def test_iso_flop_parabolas_find_the_optimal_exponent():
-  law = synthetic.CHINCHILLA
+def iso_flop_points(law, budgets=(1e18, 1e19, 1e20, 1e21)) -> fit.Points:
+  """7 sizes around each budget's optimum, D = C / (6N): an iso-FLOP design."""
   n, d, budget = [], [], []
-  for c in (1e18, 1e19, 1e20, 1e21):
+  for c in budgets:
     centre = fit.optimal_n(law, c)
     for k in np.linspace(-0.6, 0.6, 7):
       n.append(centre * 10 ** k)
       d.append(c / (6 * n[-1]))
       budget.append(c)
   n, d = np.array(n), np.array(d)
-  iso = fit.iso_flop(fit.Points(n, d, fit.predict(law, n, d), np.array(budget)))
+  return fit.Points(n, d, fit.predict(law, n, d), np.array(budget))
+
+
+def test_iso_flop_parabolas_find_the_optimal_exponent():
+  iso = fit.iso_flop(iso_flop_points(synthetic.CHINCHILLA))
   assert iso["n_opt_exponent"] == pytest.approx(0.28 / 0.62, abs=0.02)
   assert iso["d_opt_exponent"] == pytest.approx(0.34 / 0.62, abs=0.02)
 
@@ -149,6 +153,19 @@ def test_fit_cli_groups_bootstrap_and_plot(tmp_path):
   assert pngs == ["fitted_vs_observed.png", "isoflop.png", "loss_vs_compute.png"]
   for p in pngs:
     assert open(tmp_path / "plots" / p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_cli_takes_the_iso_flop_approach_when_the_csv_has_budgets(tmp_path):
+  pts = iso_flop_points(synthetic.CHINCHILLA)
+  write_csv(tmp_path / "r.csv", pts, budget=pts.budget)
+  proc = run_cli("mmjax.scaling", ["fit", "--results", str(tmp_path / "r.csv"),
+                                   "--out", str(tmp_path / "fit")])
+  iso = json.loads(proc.stdout)["isoflop"]
+  assert len(iso["budgets"]) == 4 and len(iso["parabolas"]) == 4
+  assert iso["n_opt_exponent"] == pytest.approx(0.28 / 0.62, abs=0.02)
+  run_cli("mmjax.scaling", ["plot", "--results", str(tmp_path / "r.csv"), "--fit",
+                            str(tmp_path / "fit"), "--out", str(tmp_path / "plots")])
+  assert (tmp_path / "plots" / "isoflop.png").stat().st_size > 0
 
 
 def test_fit_cli_errors_name_the_problem(tmp_path):
