@@ -7,7 +7,7 @@ Prints a table and, last, one JSON object of the worst relative errors over the 
   python benchmarks/fit_recovery.py [--seeds 5] [--first-seed 0] [--delta 1e-3]
 
 At 1% noise about 1 seed in 20 misses the held-out 1% bar at its worst midpoint (measured:
-seed 5, 1.16%; seed 28 of 10..39, 1.07%). That is the estimator, not the optimiser: 64
+seed 5, 1.16%; seed 21, 1.07%). That is the estimator, not the optimiser: 64
 starts, or a start at the true law, reach the same minimum, whose Huber objective is below
 the true law's on those points. With delta = 1e-3 against 1% noise the Huber loss is
 nearly L1 (a median fit), less efficient than least squares for Gaussian noise; --delta

@@ -120,10 +120,10 @@ def _scaling_config(c):
   saturate near zero. Why these choices: a scaling law L = E + A/N^a + B/D^b needs a loss
   with a floor E > 0 that models approach as they grow, and here it can be computed
   (mmjax/scaling/caption_floor.py): hiding single bytes leaves every caption recoverable
-  from its visible bytes (floor 0.014 nats with the audio), and the image determines every caption word
-  (floor 0); with whole words hidden and the audio -- which says the shape (pitch) but not
-  the colour, size or position -- the floor is 0.25 nats per hidden token: the world's own
-  uncertainty. The model must still fuse the audio to reach it (the shape word).
+  from its visible bytes (floor 0.015 nats with the audio), and the image determines every
+  caption word (floor 0); with whole words hidden and the audio -- which says the shape
+  (pitch) but not the colour, size or position -- the floor is 0.25 nats per hidden token:
+  the world's own uncertainty. The model must still fuse the audio to reach it (the shape word).
   """
   c.unlock()
   c.total_steps = 200

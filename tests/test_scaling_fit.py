@@ -191,8 +191,9 @@ def test_an_irreducible_loss_fitted_to_zero_still_predicts():
 
 def test_a_held_out_miss_at_1_percent_noise_is_the_estimator_not_the_optimiser():
   """Seed 5 misses the held-out 1% bar (1.16%). A start at the true law (or 64 starts: see
-  benchmarks/fit_recovery.py) finds the same minimum, and the true law scores worse on those points: the fit is right
-  for the data it was given. A wider Huber delta (closer to least squares) meets the bar."""
+  benchmarks/fit_recovery.py) finds the same minimum, and the true law scores worse on those
+  points: the fit is right for the data it was given. A wider Huber delta (closer to least
+  squares) meets the bar."""
   law = synthetic.CHINCHILLA
   pts = synthetic.grid_points(law, 1e-2, seed=5)
   truth = [np.log(law["A"]), np.log(law["B"]), np.log(law["E"]), law["alpha"], law["beta"]]

@@ -7,7 +7,8 @@ brackets the optimum the tiny grid's law predicts (N_opt ~ 5e4, 1e5, 2e5) at a b
 `fit` finds the `budget` column and adds a parabola per budget (log L over log N) whose vertices
 give n_opt_exponent a second way:
 
-  python -m mmjax.scaling sweep --sweep configs/sweeps/isoflop_tiny.py --out workdirs/isoflop_tiny --parallel 2
+  python -m mmjax.scaling sweep --sweep configs/sweeps/isoflop_tiny.py \
+      --out workdirs/isoflop_tiny --parallel 2
 """
 from mmjax.scaling import counts
 from mmjax.scaling.sweep import ModelSize, iso_flop
