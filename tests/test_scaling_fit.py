@@ -155,6 +155,20 @@ def test_fit_cli_groups_bootstrap_and_plot(tmp_path):
     assert open(tmp_path / "plots" / p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_budget_whose_sizes_miss_the_optimum_is_left_out_of_the_iso_flop_fit():
+  law = synthetic.CHINCHILLA
+  pts = iso_flop_points(law, budgets=(1e18, 1e19, 1e20))
+  # The 1e20 budget's sizes all lie far above its optimum: loss rises monotonically with N,
+  # and a parabola through them has its vertex outside the sizes tried.
+  far = pts.budget == 1e20
+  n = np.where(far, pts.n * 30, pts.n)
+  d = pts.budget / (6 * n)
+  iso = fit.iso_flop(fit.Points(n, d, fit.predict(law, n, d), pts.budget))
+  assert iso["budgets"] == [1e18, 1e19] and iso["unbracketed"] == [1e20]
+  for n_opt, c in zip(iso["n_opt"], iso["budgets"]):
+    assert n_opt == pytest.approx(fit.optimal_n(law, c), rel=0.1)
+
+
 def test_fit_cli_takes_the_iso_flop_approach_when_the_csv_has_budgets(tmp_path):
   pts = iso_flop_points(synthetic.CHINCHILLA)
   write_csv(tmp_path / "r.csv", pts, budget=pts.budget)

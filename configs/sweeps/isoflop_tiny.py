@@ -2,8 +2,8 @@
 optimum, every run trained on D = C / (6 N) tokens (Hoffmann et al.'s approach 2).
 
 Same base as the tiny grid (configs/mm_world.py:scaling). Budgets 1e11, 3e11 and 1e12 FLOPs
-(C = 6 N D); each budget keeps the sizes that train for 50 to 800 steps of 32 examples, which
-brackets the optimum the tiny grid's law predicts (N_opt ~ 5e4, 1e5, 2e5) at a bounded cost.
+(C = 6 N D); each budget keeps the sizes that train for 50 to 1,600 steps of 32 examples (a
+bound on the small models' cost at the largest budget).
 `fit` finds the `budget` column and adds a parabola per budget (log L over log N) whose vertices
 give n_opt_exponent a second way:
 
@@ -23,4 +23,4 @@ SIZES = (ModelSize(16, 1), ModelSize(24, 1), ModelSize(32, 1), ModelSize(32, 2),
 def get_sweep():
   return iso_flop(BASE, BUDGETS, SIZES, batch_size=32, params_fn=counts.params_of,
                   tokens_per_example_fn=counts.tokens_per_example_of, min_steps=50,
-                  max_steps=800)
+                  max_steps=1600)
