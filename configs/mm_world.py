@@ -5,8 +5,8 @@ Variants:
            sized to finish (build, train, eval) in under 15 minutes on a 2-core CPU.
   tiny     seconds on a laptop CPU; what the tests drive through the real trainer.
   scaling  the base of scaling-law sweeps (configs/sweeps/): tiny-sized, trained and scored on
-           one per-token loss -- masked caption modelling that sees the image -- on the
-           default world's 40k training scenes (so small token budgets never repeat data).
+           one per-token loss -- whole-word masked caption modelling that hears the audio --
+           on the default world's 40k training scenes (so small token budgets never repeat data).
 """
 import ml_collections as mlc
 
@@ -114,10 +114,16 @@ def get_config(variant=None):
 def _scaling_config(c):
   """Tiny model, default world, one objective whose validation loss is the sweep's target.
 
-  Masked caption modelling with the image as context: a per-token cross-entropy (unlike a
-  contrastive loss it does not depend on the batch size, and unlike 20-way classification
-  it does not saturate near zero at these sizes), and it needs the image -- the caption
-  names what the image shows -- so it measures fusion, not only text statistics.
+  The default target is whole-word masked caption modelling with the AUDIO in context
+  (objectives/masked.py, unit="word"): a per-token cross-entropy, so unlike a contrastive
+  loss it does not depend on the batch size, and unlike 20-way classification it does not
+  saturate near zero. Why these choices: a scaling law L = E + A/N^a + B/D^b needs a loss
+  with a floor E > 0 that models approach as they grow, and here it can be computed
+  (mmjax/scaling/caption_floor.py): hiding single bytes leaves every caption recoverable
+  from its visible bytes (floor 0.015 nats with the audio), and the image determines every
+  caption word (floor 0); with whole words hidden and the audio -- which says the shape
+  (pitch) but not the colour, size or position -- the floor is 0.25 nats per hidden token:
+  the world's own uncertainty. The model must still fuse the audio to reach it (the shape word).
   """
   c.unlock()
   c.total_steps = 200
@@ -126,8 +132,8 @@ def _scaling_config(c):
   c.tasks.default.data = _data("mm_world/default")
   c.tasks.default.batch_size = 32
   c.tasks.default.objectives = mlc.ConfigDict(dict(
-      caption_mlm=dict(type="masked", modality="text", context=("image",), ratio=0.5,
-                       weight=1.0)))
+      caption_mlm=dict(type="masked", modality="text", context=("audio",), ratio=0.5,
+                       unit="word", weight=1.0)))
   c.optim.warmup_steps = 20
   c.checkpoint.every_steps = c.total_steps
   c.evals = mlc.ConfigDict(dict(

@@ -65,7 +65,7 @@ def test_sweep_rerun_collect_fit_plot(world_dir, tmp_path):
     assert col in rows[0], col
   r = {row["run"]: row for row in rows}["w32d1-s12b8"]
   assert r["fusion"] == "early" and r["params"] == r["active_params"]
-  assert float(r["tokens"]) == 12 * 8 * (16 + 48)  # steps x batch x (image + text tokens)
+  assert float(r["tokens"]) == 12 * 8 * (16 + 48)  # steps x batch x (audio + text tokens)
   assert float(r["examples"]) == 12 * 8
   # The trainer's analytic count, not 6ND: at width 32 most parameters are embedding tables,
   # which cost no matmul FLOPs, so it is well under 6ND here.

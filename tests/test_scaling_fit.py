@@ -44,17 +44,21 @@ def test_compute_optimal_exponents_minimise_the_law_at_fixed_compute():
     assert fit.optimal_n(law, c) == pytest.approx(best, rel=2e-3)
 
 
-def test_iso_flop_parabolas_find_the_optimal_exponent():
-  law = synthetic.CHINCHILLA
+def iso_flop_points(law, budgets=(1e18, 1e19, 1e20, 1e21)) -> fit.Points:
+  """7 sizes around each budget's optimum, D = C / (6N): an iso-FLOP design."""
   n, d, budget = [], [], []
-  for c in (1e18, 1e19, 1e20, 1e21):
+  for c in budgets:
     centre = fit.optimal_n(law, c)
     for k in np.linspace(-0.6, 0.6, 7):
       n.append(centre * 10 ** k)
       d.append(c / (6 * n[-1]))
       budget.append(c)
   n, d = np.array(n), np.array(d)
-  iso = fit.iso_flop(fit.Points(n, d, fit.predict(law, n, d), np.array(budget)))
+  return fit.Points(n, d, fit.predict(law, n, d), np.array(budget))
+
+
+def test_iso_flop_parabolas_find_the_optimal_exponent():
+  iso = fit.iso_flop(iso_flop_points(synthetic.CHINCHILLA))
   assert iso["n_opt_exponent"] == pytest.approx(0.28 / 0.62, abs=0.02)
   assert iso["d_opt_exponent"] == pytest.approx(0.34 / 0.62, abs=0.02)
 
@@ -151,6 +155,33 @@ def test_fit_cli_groups_bootstrap_and_plot(tmp_path):
     assert open(tmp_path / "plots" / p, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_budget_whose_sizes_miss_the_optimum_is_left_out_of_the_iso_flop_fit():
+  law = synthetic.CHINCHILLA
+  pts = iso_flop_points(law, budgets=(1e18, 1e19, 1e20))
+  # The 1e20 budget's sizes all lie far above its optimum: loss rises monotonically with N,
+  # and a parabola through them has its vertex outside the sizes tried.
+  far = pts.budget == 1e20
+  n = np.where(far, pts.n * 30, pts.n)
+  d = pts.budget / (6 * n)
+  iso = fit.iso_flop(fit.Points(n, d, fit.predict(law, n, d), pts.budget))
+  assert iso["budgets"] == [1e18, 1e19] and iso["unbracketed"] == [1e20]
+  for n_opt, c in zip(iso["n_opt"], iso["budgets"]):
+    assert n_opt == pytest.approx(fit.optimal_n(law, c), rel=0.1)
+
+
+def test_fit_cli_takes_the_iso_flop_approach_when_the_csv_has_budgets(tmp_path):
+  pts = iso_flop_points(synthetic.CHINCHILLA)
+  write_csv(tmp_path / "r.csv", pts, budget=pts.budget)
+  proc = run_cli("mmjax.scaling", ["fit", "--results", str(tmp_path / "r.csv"),
+                                   "--out", str(tmp_path / "fit")])
+  iso = json.loads(proc.stdout)["isoflop"]
+  assert len(iso["budgets"]) == 4 and len(iso["parabolas"]) == 4
+  assert iso["n_opt_exponent"] == pytest.approx(0.28 / 0.62, abs=0.02)
+  run_cli("mmjax.scaling", ["plot", "--results", str(tmp_path / "r.csv"), "--fit",
+                            str(tmp_path / "fit"), "--out", str(tmp_path / "plots")])
+  assert (tmp_path / "plots" / "isoflop.png").stat().st_size > 0
+
+
 def test_fit_cli_errors_name_the_problem(tmp_path):
   with open(tmp_path / "bad.csv", "w") as f:
     f.write("run,params,tokens,loss\na,1e5,1e7,2.0\nb,2e5,1e7,-1\n")
@@ -170,3 +201,21 @@ def test_an_irreducible_loss_fitted_to_zero_still_predicts():
   pts = synthetic.grid_points(dict(law, E=1e-9), 1e-3, seed=0)
   out = fit.fit_all(fit.Points(pts.n[::4], pts.d[::4], pts.loss[::4]), bootstrap_resamples=2)
   assert np.isfinite(out["r2_log_loss"]) and out["ci95"]["resamples"] == 2
+
+
+def test_a_held_out_miss_at_1_percent_noise_is_the_estimator_not_the_optimiser():
+  """Seed 5 misses the held-out 1% bar (1.16%). A start at the true law (or 64 starts: see
+  benchmarks/fit_recovery.py) finds the same minimum, and the true law scores worse on those
+  points: the fit is right for the data it was given. A wider Huber delta (closer to least
+  squares) meets the bar."""
+  law = synthetic.CHINCHILLA
+  pts = synthetic.grid_points(law, 1e-2, seed=5)
+  truth = [np.log(law["A"]), np.log(law["B"]), np.log(law["E"]), law["alpha"], law["beta"]]
+  default = fit.fit_law(pts)
+  from_truth = fit.fit_law(pts, extra_starts=[truth])
+  assert from_truth["huber"] == pytest.approx(default["huber"], rel=1e-6)
+  logs = np.log(pts.n), np.log(pts.d), np.log(pts.loss)
+  at_truth = fit._objective(np.array(truth), *logs, fit.DELTA)[0] * fit.DELTA ** 2
+  assert default["huber"] < at_truth
+  assert synthetic.recovery(1e-2, seed=5)["heldout_max"] > 0.01
+  assert synthetic.recovery(1e-2, seed=5, delta=1e-2)["heldout_max"] < 0.01

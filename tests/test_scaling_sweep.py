@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 
 from mmjax.scaling import counts, runner, sweep
 from mmjax.scaling.sweep import Length, ModelSize, Run
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, cli_env, run_cli
 
 BASE = os.path.join(ROOT, "configs", "mm_world.py") + ":scaling"
 
@@ -53,7 +55,29 @@ def test_iso_flop_trains_each_size_on_c_over_6n_tokens():
     n = counts.param_count(cfg)
     d = cfg.total_steps * 16 * counts.tokens_per_example(cfg, "default")
     assert 6 * n * d == pytest.approx(c, rel=0.02), r.name
-  assert counts.tokens_per_example(configs[runs[0].name], "default") == 16 + 48  # image + text
+  assert counts.tokens_per_example(configs[runs[0].name], "default") == 16 + 48  # audio + text
+
+
+def test_iso_flop_max_steps_bounds_small_models_at_large_budgets():
+  sizes = [ModelSize(16, 1), ModelSize(32, 2), ModelSize(64, 2)]
+  kw = dict(batch_size=16, params_fn=counts.params_of,
+            tokens_per_example_fn=counts.tokens_per_example_of, min_steps=5)
+  every = sweep.iso_flop(BASE, [1e12], sizes, **kw)
+  steps = {r.name: int(dict(o.split("=") for o in r.overrides)["total_steps"]) for r in every}
+  cap = sorted(steps.values())[1]  # keeps the two shortest runs
+  bounded = sweep.iso_flop(BASE, [1e12], sizes, max_steps=cap, **kw)
+  assert {r.name for r in bounded} == {n for n, s in steps.items() if s <= cap}
+  assert len(bounded) == 2 and "c1e12-w16d1" not in {r.name for r in bounded}
+
+
+def test_the_isoflop_sweep_brackets_each_budget_with_sizes():
+  runs = sweep.load_sweep(os.path.join(ROOT, "configs", "sweeps", "isoflop_tiny.py"))
+  configs = sweep.validate(runs)
+  by_budget = {}
+  for r in runs:
+    cfg = configs[r.name]
+    by_budget.setdefault(dict(r.tags)["budget"], set()).add((cfg.model.width, cfg.model.depth))
+  assert len(by_budget) >= 3 and all(len(s) >= 4 for s in by_budget.values())
 
 
 def test_duplicates_and_invalid_overrides_are_all_reported_before_anything_runs(tmp_path):
@@ -104,6 +128,21 @@ def test_print_launcher_and_slurm_dry_run(tmp_path):
   assert "--array=0-14" in proc.stdout and "--time=60 --gpus-per-node=1" in proc.stdout
   assert "launch/slurm.sbatch --array-args" in proc.stdout
   assert not (tmp_path / "o").exists()  # dry runs write nothing
+
+
+def test_a_reader_that_goes_away_ends_the_cli_quietly(tmp_path):
+  """`python -m mmjax.scaling sweep --launcher print | head`: no BrokenPipeError traceback."""
+  # The read end is closed before the CLI prints (it validates the sweep first, seconds), so
+  # its first write hits a closed pipe every time -- what `head` does after its lines.
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "mmjax.scaling", "sweep", "--sweep",
+       os.path.join(ROOT, "configs", "sweeps", "tiny.py"), "--out", str(tmp_path / "o"),
+       "--launcher", "print"], cwd=ROOT, env=cli_env(), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  proc.stdout.close()
+  _, err = proc.communicate(timeout=300)
+  assert "Traceback" not in err and "BrokenPipe" not in err, err
+  assert proc.returncode == 1
 
 
 def test_status_needs_final_checkpoint_and_final_eval_row(tmp_path):

@@ -5,6 +5,9 @@ caption's masked tokens predicted while seeing the image): a per-token loss that
 how well the model fuses modalities, independent of the batch size.
 Text predicts the hidden token ids (cross-entropy); image/video/audio regress the
 hidden patches' values, normalised per patch (MAE's target).
+`unit="word"` (text, byte tokenizer) hides whole words instead of single tokens: a word cut
+in half is nearly always recoverable from its visible bytes, a whole hidden word only from
+what the context determines, so the loss keeps a floor wherever the context leaves doubt.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.components import check
+from mmjax.data.tokenizer import BOS, EOS, ByteTokenizer
 from mmjax.models.spec import Heads
 from mmjax.objectives import base
 from mmjax.objectives.classification import softmax_xent
@@ -28,6 +32,25 @@ def random_token_mask(rng, shape, ratio: float, valid_bn):
   return hide | (jax.nn.one_hot(first, shape[1], dtype=bool) & valid_bn)
 
 
+SPACE = ord(" ") + ByteTokenizer.offset  # the byte tokenizer's id of b" "
+
+
+def word_separators(ids_bn, valid_bn):
+  """bool [B,N]: tokens between words (spaces, bos, eos, padding); whole-word masking keeps them."""
+  return (ids_bn == SPACE) | (ids_bn == BOS) | (ids_bn == EOS) | ~valid_bn
+
+
+def whole_word_mask(rng, ids_bn, ratio: float, valid_bn):
+  """bool [B,N]: each word (a run of non-separator tokens) hidden whole with probability
+  `ratio`; the lowest-scored word of a row is hidden anyway, so every row has a target."""
+  sep = word_separators(ids_bn, valid_bn)
+  word_bn = jnp.cumsum(sep, axis=1)            # words are numbered by the separators before them
+  scores = jax.random.uniform(rng, ids_bn.shape)
+  word_scores = jnp.where(sep, 2.0, jnp.take_along_axis(scores, word_bn, axis=1))
+  lowest = word_scores == word_scores.min(axis=1, keepdims=True)
+  return ((word_scores < ratio) | lowest) & ~sep
+
+
 @dataclasses.dataclass(frozen=True)
 class Masked:
   name: str
@@ -35,9 +58,13 @@ class Masked:
   ratio: float = 0.5
   weight: float = 1.0
   context: tuple[str, ...] = ()
+  unit: str = "token"   # token | word (whole words of byte-tokenised text)
 
   def __post_init__(self):
     check(0.0 < self.ratio < 1.0, "ratio", "need 0 < ratio < 1")
+    check(self.unit in ("token", "word"), "unit", f"{self.unit!r}: choose token or word")
+    check(self.unit == "token" or self.modality == "text", "unit",
+          f"'word' needs the text modality (words of bytes), not {self.modality!r}")
     check(self.modality not in self.context, "context",
           f"repeats the masked modality {self.modality!r}; name only the other modalities")
 
@@ -65,7 +92,10 @@ class Masked:
     valid_bn = valid.get(m, jnp.ones((b, n), bool))
     if m in present:
       valid_bn = valid_bn & present[m][:, None]
-    hide = random_token_mask(rng, (b, n), self.ratio, valid_bn)
+    if self.unit == "word":
+      hide = whole_word_mask(rng, batch[m], self.ratio, valid_bn)
+    else:
+      hide = random_token_mask(rng, (b, n), self.ratio, valid_bn)
     enc = model.encode(inputs, valid=valid, present=present, keep=keep, replace={m: hide})
     pred = model.decode(enc.tokens[m], m)
     w = hide.astype(jnp.float32)

@@ -160,6 +160,11 @@ def main(argv=None) -> int:
   except MmjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except BrokenPipeError:
+    # The reader went away (`... | head`): nothing is wrong with the work, so no traceback.
+    # stdout is pointed at devnull so the interpreter's final flush cannot raise again.
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 1
 
 
 if __name__ == "__main__":

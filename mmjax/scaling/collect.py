@@ -4,10 +4,11 @@ results.csv columns: run, fusion, params, active_params, tokens, flops, examples
 loss, the run's design tags (e.g. budget), then every final evaluator metric by its name.
 
 `loss` is the final validation loss of ONE per-example objective, `caption_mlm` by
-default: masked caption modelling with the image in context (configs/mm_world.py:scaling).
-It is a per-token cross-entropy, so it does not depend on the batch size the way a
-contrastive loss does, it keeps falling at every size we can train here where 20-way
-classification saturates near zero, and it needs the image, so it measures fusion.
+default: whole-word masked caption modelling with the audio in context
+(configs/mm_world.py:scaling). It is a per-token cross-entropy, so it does not depend on the
+batch size the way a contrastive loss does, and 20-way classification saturates near zero
+where it does not; it has a computed floor of 0.25 nats (mmjax/scaling/caption_floor.py)
+for the law's E to meet, and it needs the audio (the shape word), so it measures fusion.
 """
 from __future__ import annotations
 

@@ -203,24 +203,28 @@ def iso_flop(pts: Points) -> dict | None:
   """Parabola per budget (log L over log N) -> N_opt(C); None if the design has no budgets."""
   if pts.budget is None:
     return None
-  budgets, n_opts = [], []
+  budgets, n_opts, parabolas, skipped = [], [], [], []
   for c in np.unique(pts.budget):
     sel = pts.budget == c
     x, y = np.log(pts.n[sel]), np.log(pts.loss[sel])
     if len(np.unique(x)) < 3:
       continue
-    k2, k1, _ = np.polyfit(x, y, 2)
-    if k2 <= 0:  # no minimum inside: this budget's sizes do not bracket the optimum
+    k2, k1, k0 = np.polyfit(x, y, 2)
+    # No minimum, or one outside the sizes tried (a convex fit to a monotone series puts its
+    # vertex far away): this budget's sizes do not bracket the optimum, so it says nothing.
+    if k2 <= 0 or not x.min() <= -k1 / (2 * k2) <= x.max():
+      skipped.append(float(c))
       continue
     budgets.append(float(c))
     n_opts.append(float(np.exp(-k1 / (2 * k2))))
+    parabolas.append([float(k2), float(k1), float(k0)])  # log L = k2 x^2 + k1 x + k0, x = log N
+  found = dict(budgets=budgets, n_opt=n_opts, parabolas=parabolas, unbracketed=skipped)
   if len(budgets) < 2:
-    return dict(budgets=budgets, n_opt=n_opts, n_opt_exponent=float("nan"),
-                d_opt_exponent=float("nan"),
-                note="needs >= 2 budgets, each with >= 3 sizes around a minimum")
+    return dict(found, n_opt_exponent=float("nan"), d_opt_exponent=float("nan"),
+                note="needs >= 2 budgets, each with >= 3 sizes around a minimum inside them")
   slope = float(np.polyfit(np.log(budgets), np.log(n_opts), 1)[0])
   # D_opt = C / (6 N_opt), so its exponent is 1 - a.
-  return dict(budgets=budgets, n_opt=n_opts, n_opt_exponent=slope, d_opt_exponent=1.0 - slope)
+  return dict(found, n_opt_exponent=slope, d_opt_exponent=1.0 - slope)
 
 
 def fit_all(pts: Points, *, bootstrap_resamples: int = 0, delta: float = DELTA) -> dict:

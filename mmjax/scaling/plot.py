@@ -2,8 +2,10 @@
 
   loss_vs_compute.png     observed loss against C = 6ND, with the fitted compute-optimal
                           frontier L(N_opt(C), D_opt(C))
-  isoflop.png             fitted iso-FLOP curves L(N, C/(6N)) for a few budgets, their
-                          minima, and the observed points
+  isoflop.png             fitted iso-FLOP curves L(N, C/(6N)) for a few budgets (the design's
+                          own when it has them), their minima, and the observed points; for
+                          an iso-FLOP design also each budget's parabola (approach 2) and
+                          its vertex
   fitted_vs_observed.png  the fit's prediction against each observed loss
 Compute is 6ND on every axis so that points and curves share the fit's definition of C.
 """
@@ -94,9 +96,16 @@ def plot(rows: Sequence[dict], fits: Mapping, out: str) -> list[str]:
                     edgecolors=colours[k], linewidths=1.2)
     if not law:
       continue
-    for i, c in enumerate(budgets):
+    iso = law.get("isoflop") or {}
+    for c, (k2, k1, k0) in zip(iso.get("budgets", ()), iso.get("parabolas", ())):
+      x = np.log(n_grid[(n_grid >= n.min() / 1.5) & (n_grid <= n.max() * 1.5)])
+      ax.plot(np.exp(x), np.exp(k2 * x * x + k1 * x + k0), ":", color=colours[k], lw=1)
+      v = -k1 / (2 * k2)
+      ax.plot(np.exp(v), np.exp(k0 - k1 * k1 / (4 * k2)), "*", color=colours[k], ms=9,
+              label=f"{k} parabola vertices" if c == iso["budgets"][0] else None)
+    for i, c in enumerate(iso.get("budgets") or budgets):
       curve = fit_lib.predict(law, n_grid, c / (6 * n_grid))
-      ax.plot(n_grid, curve, color=colours[k], alpha=0.45 + 0.15 * i,
+      ax.plot(n_grid, curve, color=colours[k], alpha=min(1.0, 0.45 + 0.15 * i),
               label=f"{k} fit" if i == 0 else None)
       j = int(np.argmin(curve))
       ax.plot(n_grid[j], curve[j], "x", color=colours[k])

@@ -138,12 +138,14 @@ def iso_flop(config: str, budgets: Sequence[float], sizes: Sequence[ModelSize], 
              batch_size: int, params_fn, tokens_per_example_fn, task: str = "default",
              evals: Sequence[str] = ("loss",), fusions: Sequence[str | None] = (None,),
              moe: Sequence[int | None] = (None,), extra: Sequence[str] = (),
-             min_steps: int = 20, prefix: str = "") -> list[Run]:
+             min_steps: int = 20, max_steps: int | None = None,
+             prefix: str = "") -> list[Run]:
   """For each compute budget C, each size N trained on D = C / (6 N) tokens.
 
   params_fn(config, overrides) -> N and tokens_per_example_fn(config, overrides) -> tokens
   (mmjax.scaling.counts has both). Steps are rounded; sizes that would train for fewer than
-  `min_steps` steps at a budget are left out of it. Each run is tagged with its budget.
+  `min_steps` steps at a budget, or more than `max_steps` (a bound on a small model's cost
+  at a large budget), are left out of it. Each run is tagged with its budget.
   """
   runs = []
   for variant, tag in _variants(fusions, moe):
@@ -153,7 +155,7 @@ def iso_flop(config: str, budgets: Sequence[float], sizes: Sequence[ModelSize], 
         n = params_fn(config, base)
         per_step = batch_size * tokens_per_example_fn(config, base)
         steps = round(c / (6.0 * n * per_step))
-        if steps < min_steps:
+        if steps < min_steps or (max_steps is not None and steps > max_steps):
           continue
         length = Length(steps, batch_size, task, tuple(evals))
         runs.append(Run(_join(prefix, tag, f"c{c:.2g}".replace("+", ""), s.name), config,

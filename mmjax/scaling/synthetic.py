@@ -26,9 +26,10 @@ def held_out(law: dict) -> fit.Points:
   return grid_points(law, 0.0, sizes=mid(SIZES), tokens=mid(TOKENS))
 
 
-def recovery(noise: float, law: dict = CHINCHILLA, seed: int = 0) -> dict:
+def recovery(noise: float, law: dict = CHINCHILLA, seed: int = 0,
+             delta: float = fit.DELTA) -> dict:
   """Relative errors of the fitted parameters and of held-out predictions."""
-  fitted = fit.fit_law(grid_points(law, noise, seed))
+  fitted = fit.fit_law(grid_points(law, noise, seed), delta=delta)
   errors = {k: abs(fitted[k] / law[k] - 1.0) for k in fit.NAMES}
   test = held_out(law)
   rel = np.abs(fit.predict(fitted, test.n, test.d) / test.loss - 1.0)

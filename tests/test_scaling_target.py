@@ -1,0 +1,56 @@
+"""The tiny sweep's target: whole-word masked captions with audio context, and its floor E."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+
+from mmjax.components import FieldError
+from mmjax.data.tokenizer import ByteTokenizer
+from mmjax.objectives.masked import Masked, whole_word_mask, word_separators
+from mmjax.scaling import caption_floor
+
+
+def _captions():
+  texts = ["a small red circle at the top left", "the center holds a large blue cross",
+           "white square (small), bottom", "x"]
+  ids, valid = ByteTokenizer().encode_batch(texts, 48)
+  return ids, valid
+
+
+def test_whole_word_mask_hides_whole_words_and_never_separators():
+  ids, valid = _captions()
+  sep = np.asarray(word_separators(ids, valid))
+  word = np.cumsum(sep, axis=1)
+  fractions = []
+  for seed in range(20):
+    hide = np.asarray(whole_word_mask(jax.random.key(seed), ids, 0.5, valid))
+    assert not (hide & sep).any()
+    assert hide.any(axis=1).all()  # every row has a target, even the one-word caption
+    for b in range(len(ids)):
+      for w in np.unique(word[b][~sep[b]]):
+        in_word = hide[b][(word[b] == w) & ~sep[b]]
+        assert in_word.all() or not in_word.any()  # a word is hidden whole or not at all
+    fractions.append(hide[:3].sum() / (~sep[:3]).sum())
+  assert 0.35 < np.mean(fractions) < 0.65
+
+
+def test_word_unit_is_for_text_only():
+  Masked("m", modality="text", unit="word")
+  with pytest.raises(FieldError, match="needs the text modality") as e:
+    Masked("m", modality="image", unit="word")
+  assert e.value.field == "unit"
+  with pytest.raises(FieldError, match="choose token or word") as e:
+    Masked("m", unit="span")
+  assert e.value.field == "unit"
+
+
+def test_the_floor_is_zero_with_the_image_and_real_with_audio_whole_words():
+  """Why the sweep's target hides whole words and sees the audio: with token masking a
+  caption is recoverable from its visible bytes (floor ~0: nothing for E to fit), and the
+  image determines every caption word; the audio determines only the shape."""
+  floor = lambda context, unit: caption_floor.floor(context, unit=unit, examples=400)
+  assert floor("image", "word") == pytest.approx(0.0, abs=1e-3)
+  assert floor("audio", "token") < 0.05
+  audio_word = floor("audio", "word")
+  assert 0.15 < audio_word < floor("none", "word")  # the audio's shape lowers it, not to 0
