@@ -13,6 +13,10 @@ One task, two objectives:
               meet only in a linear head) stays near chance, early and bottleneck do not.
 Evaluators: retrieval (text<->image R@1/R@5) and the test-split loss (which reports the
 matching accuracy as `default/loss/match/accuracy`).
+
+The pooled vector is a per-modality CLS token's output (the joint one their mean), so
+late fusion's matching logit is linear in the two towers' outputs: chance by design.
+Figures and the dev runs behind these settings: NOTES-fusion-quality.md.
 """
 import importlib.util
 import os
