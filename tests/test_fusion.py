@@ -141,3 +141,15 @@ def test_every_objective_runs_on_every_trunk(fusion, pool):
   loss, grads = jax.value_and_grad(loss_fn)(params)
   assert np.isfinite(float(loss))
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_fusion_recipe_reads_only_text_image_and_content_and_scores_the_test_split():
+  # Video/audio/label preprocessing would cost input time every step for nothing.
+  import os
+  from tests.conftest import ROOT
+  recipe = os.path.join(ROOT, "configs", "mm_world_fusion.py")
+  for variant in ("early", "tiny_late_moe"):
+    c = config_lib.load(f"{recipe}:{variant}")
+    assert sorted(c.tasks.default.data.preprocess) == ["content_id", "image", "text"]
+    assert sorted(c.model.modalities) == ["image", "text"]
+    assert c.evals.loss.split == "test" == c.tasks.default.data.eval_split
