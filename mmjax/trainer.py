@@ -200,7 +200,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
       compiled, cost = steps.get(name, first[name])
       xla_flops = perf.compiled_flops(compiled)  # per device, as XLA counts it
       out[name] = dict(aot.memory_report(abstract_sh, compiled), flops=xla_flops,
-                       analytic_flops=cost.flops)
+                       analytic_flops=cost.flops, compile_s=steps.times[name].total_s)
       if is_main:
         print(aot.format_report(name, out[name], xla_flops), file=sys.stderr)
     return out
