@@ -1,18 +1,20 @@
 """AGD overhead: time per step of an alternating-gradient run against its tasks run alone.
 
-  python benchmarks/agd.py [--variant tiny] [--batch 32] [--steps 240] [--alone_steps 60]
+  python benchmarks/agd.py [--variant tiny] [--batch 32] [--steps 240] [--rounds 2]
 
 configs/mm_world_agd.py (one device, evals off), fed from in-memory copies of a few real
 batches of each task (so every task has its own shapes and keys and no input work
 competes). In one process:
   1. start-up compile of every task's step, one after the other (compile_threads=1) and
      concurrently (compile_threads=0: a thread per task), each from fresh lowerings with
-     the persistent compilation cache off: wall seconds of each, compiles per task;
-  2. each task trained alone (the same trainer, one task in the config) -> steady-state
-     s/step from its metrics windows after the first (which holds the compile);
+     the persistent compilation cache off: wall seconds of each, compile time per task;
+  2. each task trained alone: the same config with every other task's weight 0 (the same
+     model and compiled programs) -> steady-state s/step from its metrics windows after
+     the first;
   3. the AGD run over all the tasks -> its steady-state s/step, the same way;
-  4. each task alone again (2 and 4 averaged: the machine drifts).
-Overhead = AGD s/step / (sum of w_t * alone s/step of t, w the schedule's shares) - 1.
+  then 2 and 3 alternate for --rounds, ending with 2.
+Overhead = AGD s/step / (sum of w_t * alone s/step of t) - 1, w_t the AGD run's realised
+task shares, alone s/step the mean of the alone runs either side; the median over rounds.
 Prints a table, then (last line) one JSON object of the figures.
 """
 from __future__ import annotations
@@ -32,7 +34,7 @@ import ml_collections  # noqa: E402
 from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 from report import print_figures  # noqa: E402
 
-from mmjax import config as config_lib, schedules, trainer  # noqa: E402
+from mmjax import config as config_lib, trainer  # noqa: E402
 from mmjax.data import pipeline  # noqa: E402
 from mmjax.data.memory import InMemoryIterator  # noqa: E402
 
@@ -40,17 +42,21 @@ AGD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "configs", "mm_world_agd.py")
 
 
-def agd_config(variant: str, batch: int, steps: int, tasks=None, threads: int = 0):
+def agd_config(variant: str, batch: int, steps: int, only: str | None = None,
+               threads: int = 0):
+  """The recipe on one device, evals off; `only`: every other task's weight 0, so the run
+  trains that task alone on the same model (every task's heads: the same parameter and
+  optimizer shapes, the same compiled programs) -- what AGD is compared with."""
   config = config_lib.load(f"{AGD}:{variant}", [
       f"total_steps={steps}", "log_every_steps=10", "checkpoint.every_steps=100000",
       "mesh.data=1", "optim.warmup_steps=2", "progress=False"])
   with config.unlocked():
     config.evals = ml_collections.ConfigDict()
     config.compile_threads = threads
-    for name in list(config.tasks):
+    for name in config.tasks:
       config.tasks[name].batch_size = batch
-      if tasks is not None and name not in tasks:
-        del config.tasks[name]
+      if only is not None:
+        config.tasks[name].weight = float(name == only)
   return config
 
 
@@ -92,22 +98,21 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--variant", default="tiny")
   p.add_argument("--batch", type=int, default=32)
-  p.add_argument("--steps", type=int, default=240, help="steps of the AGD run")
-  p.add_argument("--alone_steps", type=int, default=60, help="steps of each single-task run")
+  p.add_argument("--steps", type=int, default=240, help="steps of each run")
+  p.add_argument("--rounds", type=int, default=2, help="(tasks alone, AGD) pairs")
   a = p.parse_args()
   # Compile times are a figure: the start-up compiles run with the persistent cache off;
-  # the training runs after them reuse those programs from a cache of this run's own.
+  # the training runs after them reuse programs from a cache of this run's own (every
+  # run has the same model and settings, so the same programs).
   jax.config.update("jax_enable_compilation_cache", False)
   compilation_cache.reset_cache()
   full = agd_config(a.variant, a.batch, a.steps)
   tasks = list(full.tasks)
   batches = real_batches(full)
-  weights = schedules.task_weights(full.tasks)
-  shares = {t: w / sum(weights.values()) for t, w in weights.items()}
 
   fig = {"device": jax.devices()[0].device_kind, "tasks": len(tasks), "batch": a.batch,
-         "agd_steps": a.steps, "alone_steps": a.alone_steps}
-  seq_s, _ = compile_wall(agd_config(a.variant, a.batch, a.steps, threads=1), batches)
+         "steps": a.steps}
+  seq_s, per_task_seq = compile_wall(agd_config(a.variant, a.batch, a.steps, threads=1), batches)
   par_s, per_task = compile_wall(full, batches)
   fig.update(compile_wall_sequential_s=seq_s, compile_wall_threaded_s=par_s,
              compile_speedup=seq_s / par_s)
@@ -120,27 +125,37 @@ def main():
   compilation_cache.set_cache_dir(cache.name)
 
   def alone() -> dict[str, float]:
-    return {t: 1.0 / agd_run(agd_config(a.variant, a.batch, a.alone_steps, [t]), batches)[0]
+    return {t: 1.0 / agd_run(agd_config(a.variant, a.batch, a.steps, only=t), batches)[0]
             for t in tasks}
 
-  before = alone()
-  agd_steps_per_s, acct = agd_run(full, batches)
-  after = alone()
-  alone_s = {t: (before[t] + after[t]) / 2 for t in tasks}
-  weighted = sum(shares[t] * alone_s[t] for t in tasks)
-  agd_s = 1.0 / agd_steps_per_s
-  print(f"{'task':<10}{'share':>7}{'alone s/step':>14}{'in AGD s/step':>15}{'compile s':>11}")
+  # Alone and AGD runs alternate (A, G, A, G, ..., A): each AGD run is compared with the
+  # mean of the alone runs either side of it, since the machine's speed drifts.
+  alone_runs, agd_runs = [alone()], []
+  for _ in range(a.rounds):
+    steps_per_s, acct = agd_run(full, batches)
+    agd_runs.append((1.0 / steps_per_s, acct))
+    alone_runs.append(alone())
+  acct = agd_runs[-1][1]
+  taken = {t: acct["last_row"][f"train/{t}/steps"] for t in tasks}  # the AGD run's mix
+  shares = {t: n / sum(taken.values()) for t, n in taken.items()}
+  overheads = []
+  for r, (agd_s, _) in enumerate(agd_runs):
+    around = {t: (alone_runs[r][t] + alone_runs[r + 1][t]) / 2 for t in tasks}
+    weighted = sum(shares[t] * around[t] for t in tasks)
+    overheads.append(agd_s / weighted - 1.0)
+    fig[f"round{r}/agd_s_per_step"] = agd_s
+    fig[f"round{r}/weighted_alone_s_per_step"] = weighted
+    fig[f"round{r}/overhead"] = overheads[-1]
+  mean_alone = {t: sum(run[t] for run in alone_runs) / len(alone_runs) for t in tasks}
+  print(f"{'task':<10}{'share':>7}{'alone s/step':>14}{'compile s':>11}{'threaded':>10}")
   for t in tasks:
-    ex_s = acct["last_row"].get(f"perf/{t}/examples_per_s", 0.0)
-    in_agd = a.batch / ex_s if ex_s else float("nan")
-    print(f"{t:<10}{shares[t]:>7.3f}{alone_s[t]:>14.5f}{in_agd:>15.5f}"
-          f"{acct['compile'][t]['total_s']:>11.2f}")
-    fig[f"alone_s_per_step/{t}"] = alone_s[t]
-    fig[f"compile_s/{t}"] = acct["compile"][t]["total_s"]
-    fig[f"compile_s_threaded_warmup/{t}"] = per_task[t]
+    print(f"{t:<10}{shares[t]:>7.3f}{mean_alone[t]:>14.5f}{per_task_seq[t]:>11.2f}"
+          f"{per_task[t]:>10.2f}")
+    fig[f"alone_s_per_step/{t}"] = mean_alone[t]
+    fig[f"compile_s/{t}"] = per_task_seq[t]
+    fig[f"compile_s_threaded/{t}"] = per_task[t]
   fig.update(agd_compiles=acct["last_row"]["perf/compiles"],
-             weighted_alone_s_per_step=weighted, agd_s_per_step=agd_s,
-             overhead=agd_s / weighted - 1.0)
+             overhead=sorted(overheads)[len(overheads) // 2])
   print_figures(fig)
   cache.cleanup()
 
