@@ -14,13 +14,15 @@ competes). In one process:
   3. the AGD run over all the tasks -> its steady-state s/step, the same way;
   then 2 and 3 alternate for --rounds, ending with 2.
 Overhead = AGD s/step / (sum of w_t * alone s/step of t) - 1, w_t the AGD run's realised
-task shares, alone s/step the mean of the alone runs either side; the median over rounds.
+task shares, alone s/step the mean of the alone runs either side; the median over rounds
+(with 2 rounds, their mean).
 Prints a table, then (last line) one JSON object of the figures.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import os
 import sys
 import tempfile
@@ -155,7 +157,7 @@ def main():
     fig[f"compile_s/{t}"] = per_task_seq[t]
     fig[f"compile_s_threaded/{t}"] = per_task[t]
   fig.update(agd_compiles=acct["last_row"]["perf/compiles"],
-             overhead=sorted(overheads)[len(overheads) // 2])
+             overhead=statistics.median(overheads))
   print_figures(fig)
   cache.cleanup()
 
