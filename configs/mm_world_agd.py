@@ -27,6 +27,7 @@ import ml_collections as mlc
 _MM_WORLD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mm_world.py")
 
 # The tasks: (objectives, the preprocess ops they need and their resolutions, weight).
+# Their seed offsets are their index here: tasks on one dataset read it in different orders.
 _TASKS = {
     "t2i_32": (dict(t2i=dict(type="contrastive", a="text", b="image", kind="softmax")),
                dict(image=32, text=None, content_id=None), 2.0),
@@ -61,7 +62,8 @@ def _mm_world_recipe():
   return module
 
 
-def _task(base_data, objectives: dict, resolution: dict, weight: float, batch_size: int):
+def _task(base_data, objectives: dict, resolution: dict, weight: float, batch_size: int,
+          seed_offset: int):
   data = base_data.copy_and_resolve_references()
   kept = mlc.ConfigDict()
   for key, size in resolution.items():
@@ -73,7 +75,7 @@ def _task(base_data, objectives: dict, resolution: dict, weight: float, batch_si
     kept[key] = op
   data.preprocess = kept
   return mlc.ConfigDict(dict(data=data, batch_size=batch_size, microbatches=1, weight=weight,
-                             objectives=objectives))
+                             seed_offset=seed_offset, lr_multiplier=1.0, objectives=objectives))
 
 
 def get_config(variant=None):
@@ -89,8 +91,8 @@ def get_config(variant=None):
   c.optim.warmup_steps = 2 if tiny else 100
   batch = 16 if tiny else 128
   c.tasks = mlc.ConfigDict({
-      name: _task(base_data, objectives, resolution, weight, batch)
-      for name, (objectives, resolution, weight) in _TASKS.items()})
+      name: _task(base_data, objectives, resolution, weight, batch, offset)
+      for offset, (name, (objectives, resolution, weight)) in enumerate(_TASKS.items())})
   every = c.total_steps
   evals = {}
   for name in _TASKS:

@@ -35,6 +35,7 @@ from mmjax.models.model import build_model, dtype_from_name
 from mmjax.scaling import flops as flops_lib
 from mmjax.progress import ProgressBar
 from mmjax.step_times import StepTimes
+from mmjax.task_settings import all_task_settings
 from mmjax.train_metrics import (Accounting, MetricWindow, StepCost, mean_metrics, perf_metrics,
                                  task_perf_metrics)
 from mmjax.train_step import init_state, make_train_step
@@ -142,6 +143,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   # ------------------------------------------------------------------ Model
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
+  settings = all_task_settings(config)  # per task: seed offset, lr multiplier, token drop
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
   schedule_fn = optim.learning_rate_schedule(config.optim, config.total_steps)
   graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)
@@ -163,7 +165,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     from mmjax.data import pipeline  # the data stack is only needed once training starts
     with clock("data"):
       iterators = {name: pipeline.make_train_iterator(
-          task.data, batch_size=task.batch_size, seed=config.seed,
+          task.data, batch_size=task.batch_size, seed=settings[name].seed(config.seed),
           process_index=jax.process_index(), process_count=jax.process_count())
           for name, task in config.tasks.items()}
   schedule = schedules.make_schedule(config)
@@ -172,19 +174,23 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   halt = config.nan_policy == "halt"
 
   def lower(task: str, batch):
-    fn = make_train_step(graphdef, objectives[task], optimizer, config.seed,
-                         config.tasks[task].microbatches, freeze_after_nonfinite=halt)
+    s = settings[task]
+    fn = make_train_step(graphdef, objectives[task], optimizer, s.seed(config.seed),
+                         config.tasks[task].microbatches, freeze_after_nonfinite=halt,
+                         lr_multiplier=s.lr_multiplier, token_drop=s.token_drop,
+                         modalities=spec.modalities)
     with axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
       jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
       return jitted.lower(abstract_sh, batch)
 
   def step_cost(task: str, batch) -> StepCost:
     shapes = {k: v.shape for k, v in batch.items()}
+    drop = settings[task].token_drop
     return StepCost(
         examples=int(config.tasks[task].batch_size),
-        tokens=flops_lib.tokens_per_step(spec, objectives[task], shapes),
+        tokens=flops_lib.tokens_per_step(spec, objectives[task], shapes, drop),
         flops=flops_lib.train_step_flops(spec, objectives[task], shapes,
-                                         config.tasks[task].microbatches))
+                                         config.tasks[task].microbatches, drop))
 
   steps = CompiledSteps(objectives, lower, step_cost, config.get("compile_threads", 0))
   # Every task's step is compiled now, from one batch of each (read, then put back), so
