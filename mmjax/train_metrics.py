@@ -62,6 +62,18 @@ def mean_metrics(records: list[StepRecord]) -> dict:
   return {k: float(np.mean(v)) for k, v in values.items()}
 
 
+def task_perf_metrics(seconds: dict[str, float], steps: dict[str, int],
+                      cost: dict[str, "StepCost"]) -> dict:
+  """Per task over a window: examples/s over the task's own step time, and its share of
+  the window's step time (mmjax/step_times.py measures both without syncing the loop)."""
+  total = sum(seconds.values())
+  out = {}
+  for task, s in seconds.items():
+    out[f"perf/{task}/examples_per_s"] = steps[task] * cost[task].examples / s if s > 0 else 0.0
+    out[f"perf/{task}/time_share"] = s / total if total > 0 else 0.0
+  return out
+
+
 def perf_metrics(costs: list[StepCost], seconds: float, peak_flops_per_s: float) -> dict:
   """Throughput of a window of steps; MFU = analytic FLOPs / seconds / peak of all devices."""
   flops = sum(c.flops for c in costs)
@@ -91,10 +103,12 @@ class Accounting:
     else:  # ~10 us a step: seconds for a million steps, once per resume
       before = collections.Counter(schedule.task_at(s) for s in range(start_step))
     self._pending = {t: n for t, n in before.items() if n}
+    self.steps = collections.Counter(before)  # task -> steps taken, the resumed ones too
     self.cost: dict[str, StepCost] = {}  # task -> cost of its first batch seen
     self.examples, self.tokens, self.flops = 0, 0, 0.0
 
   def record(self, task: str, cost: StepCost, steps: int = 1) -> None:
+    self.steps[task] += steps
     if task not in self.cost:
       self.cost[task] = cost
       steps += self._pending.pop(task, 0)
@@ -104,7 +118,8 @@ class Accounting:
 
   def totals(self) -> dict:
     return {"train/examples": float(self.examples), "train/tokens": float(self.tokens),
-            "perf/flops": self.flops}
+            "perf/flops": self.flops,
+            **{f"train/{t}/steps": float(n) for t, n in sorted(self.steps.items())}}
 
   def summary(self) -> dict:
     """Per-task constants (JSON): what accounting.json holds besides the totals."""

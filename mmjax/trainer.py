@@ -24,6 +24,7 @@ from mmjax import (aot, build, distributed, evaluators, optim, perf, schedules, 
 from mmjax import workdir as workdir_lib
 from mmjax import workdir_lock
 from mmjax.checkpoint import Checkpointer, CheckpointError
+from mmjax.compiled_steps import CompiledSteps, peek
 from mmjax.config import ConfigError
 from mmjax.errors import MmjaxError
 from mmjax.data.prefetch import Prefetcher
@@ -31,10 +32,12 @@ from mmjax.hooks import Hooks
 from mmjax.metrics_writer import MetricsWriter
 from mmjax.models import axes
 from mmjax.models.model import build_model, dtype_from_name
-from mmjax.objectives.base import missing_inputs
 from mmjax.scaling import flops as flops_lib
+from mmjax.progress import ProgressBar
+from mmjax.step_times import StepTimes
 from mmjax.task_settings import all_task_settings
-from mmjax.train_metrics import Accounting, MetricWindow, StepCost, mean_metrics, perf_metrics
+from mmjax.train_metrics import (Accounting, MetricWindow, StepCost, mean_metrics, perf_metrics,
+                                 task_perf_metrics)
 from mmjax.train_step import init_state, make_train_step
 from mmjax.wallclock import WallClock
 from mmjax.watchdog import StepWatchdog
@@ -104,10 +107,6 @@ def with_shardings(abstract, shardings):
                       abstract, shardings)
 
 
-def batch_signature(batch) -> tuple:
-  return tuple(sorted((k, tuple(v.shape), str(v.dtype)) for k, v in batch.items()))
-
-
 def checked_mesh(config):
   """The configured mesh, refused early when the model or a batch does not split over it."""
   try:
@@ -172,52 +171,51 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   schedule = schedules.make_schedule(config)
 
   # ------------------------------------------------------------------ Update step
-  compiled_steps: dict = {}
   halt = config.nan_policy == "halt"
 
-  def compiled_step(task: str, batch):
-    """(compiled step, StepCost) for the task at this batch's shapes; compiled once."""
-    key = (task, batch_signature(batch))
-    if key not in compiled_steps:
-      for o in objectives[task]:
-        problem = missing_inputs(o.batch_keys(), batch.keys(), o.name, task)
-        if problem:
-          raise ConfigError(problem)
-      microbatches = config.tasks[task].microbatches
-      s = settings[task]
-      fn = make_train_step(graphdef, objectives[task], optimizer, s.seed(config.seed),
-                           microbatches, freeze_after_nonfinite=halt,
-                           lr_multiplier=s.lr_multiplier, token_drop=s.token_drop,
-                           modalities=spec.modalities)
-      with clock("compile"), axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
-        jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
-        compiled = jitted.lower(abstract_sh, batch).compile()
-      shapes = {k: v.shape for k, v in batch.items()}
-      cost = StepCost(
-          examples=int(config.tasks[task].batch_size),
-          tokens=flops_lib.tokens_per_step(spec, objectives[task], shapes, s.token_drop),
-          flops=flops_lib.train_step_flops(spec, objectives[task], shapes, microbatches,
-                                           s.token_drop))
-      compiled_steps[key] = (compiled, cost)
-      log.info("compiled the step of task %r for %s: %.4g model FLOPs", task,
-               dict((k, s) for k, s, _ in key[1]), cost.flops)
-    return compiled_steps[key]
+  def lower(task: str, batch):
+    s = settings[task]
+    fn = make_train_step(graphdef, objectives[task], optimizer, s.seed(config.seed),
+                         config.tasks[task].microbatches, freeze_after_nonfinite=halt,
+                         lr_multiplier=s.lr_multiplier, token_drop=s.token_drop,
+                         modalities=spec.modalities)
+    with axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
+      jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
+      return jitted.lower(abstract_sh, batch)
+
+  def step_cost(task: str, batch) -> StepCost:
+    shapes = {k: v.shape for k, v in batch.items()}
+    drop = settings[task].token_drop
+    return StepCost(
+        examples=int(config.tasks[task].batch_size),
+        tokens=flops_lib.tokens_per_step(spec, objectives[task], shapes, drop),
+        flops=flops_lib.train_step_flops(spec, objectives[task], shapes,
+                                         config.tasks[task].microbatches, drop))
+
+  steps = CompiledSteps(objectives, lower, step_cost, config.get("compile_threads", 0))
+  # Every task's step is compiled now, from one batch of each (read, then put back), so
+  # no step compiles once the loop runs.
+  with clock("data"):
+    first = {name: sharding.global_batch(peek(it), mesh) for name, it in iterators.items()}
+  with clock("compile"):
+    steps.warm_up(first)
 
   if compile_only:
     out = {}
     try:
       for name in config.tasks:
-        batch = sharding.global_batch(next(iterators[name]), mesh)
-        compiled, cost = compiled_step(name, batch)
+        compiled, cost = steps.get(name, first[name])
         xla_flops = perf.compiled_flops(compiled)  # per device, as XLA counts it
         out[name] = dict(aot.memory_report(abstract_sh, compiled), flops=xla_flops,
-                         analytic_flops=cost.flops)
+                         analytic_flops=cost.flops, compile_s=steps.times[name].total_s)
         if is_main:
           print(aot.format_report(name, out[name], xla_flops), file=sys.stderr)
     finally:  # grain workers and threads stop here, as after training
       for it in iterators.values():
         it.close()
     return out
+
+  del first  # no device memory held for the run's length
 
   # ------------------------------------------------------------------ Checkpoint
   # Nothing is written into the workdir before this point, so a bad config leaves none.
@@ -302,6 +300,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   last_saved = start_step
   window, fetched, logged = MetricWindow(), [], {}
   accounting = Accounting(schedule, step)
+  step_times = StepTimes()
   with clock("peak"):  # only process 0 writes metrics
     dtype = jnp.dtype(dtype_from_name(spec.dtype)).name
     peak = perf.job_peak(jax.devices(), dtype, jax.process_count()) if is_main else None
@@ -311,10 +310,8 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   stop, stopping = StopRequested(), False
   watchdog = StepWatchdog(config.watchdog_timeout_s, jax.process_index(),
                           jax.process_count()).start()
-  bar = None
-  if is_main and config.progress:
-    from tqdm import tqdm
-    bar = tqdm(total=config.total_steps, initial=step, unit="step", dynamic_ncols=True)
+  bar = (ProgressBar(config.total_steps, step, list(config.tasks))
+         if is_main and config.progress else None)
 
   def write_log(step: int) -> None:
     nonlocal fetched, window_start, window_excluded, logged
@@ -328,7 +325,10 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     dt = time.perf_counter() - window_start - (not_stepping() - window_excluded)
     logged = mean_metrics(fetched)
     logged.update(perf_metrics(window.take_costs(), dt, peak.flops_per_s if peak else 0.0))
+    logged.update(task_perf_metrics(*step_times.take(), accounting.cost))
     logged.update({f"perf/{t}/flops_per_step": c.flops for t, c in accounting.cost.items()})
+    logged.update({f"perf/{t}/compile_s": c.total_s for t, c in steps.times.items()})
+    logged["perf/compiles"] = float(steps.count)
     logged.update(accounting.totals())
     logged.update({"model/params": float(n_params),
                    "model/active_params": float(flops_lib.active_param_count(spec, n_params)),
@@ -338,13 +338,12 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     writer.write(step, logged)
     if is_main:
       workdir_lib.write_json(os.path.join(workdir, "accounting.json"), dict(
-          step=step, tasks=accounting.summary(), peak_source=peak.source,
+          step=step, tasks=accounting.summary(), compile=steps.summary(),
+          peak_source=peak.source,
           **{k: logged[k] for k in ("model/params", "train/examples", "train/tokens",
                                     "perf/flops", "perf/peak_flops_per_s")}))
     if bar is not None:
-      bar.set_postfix(loss=f"{logged.get(f'train/{fetched[-1].task}/loss', float('nan')):.3f}",
-                      ex_s=f"{logged['perf/examples_per_s']:.0f}",
-                      mfu=f"{logged['perf/mfu']:.0%}", refresh=False)
+      bar.logged(fetched[-1].task, logged)
     window_start, window_excluded = time.perf_counter(), not_stepping()
 
   def save_hook(step: int) -> None:
@@ -362,7 +361,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   hooks = Hooks(last_step=config.total_steps)
   hooks.add("watchdog", 1, watchdog.step_done)
   if bar is not None:
-    hooks.add("progress", 1, lambda _: bar.update(1))
+    hooks.add("progress", 1, lambda s: bar.step_done(schedule.task_at(s - 1), accounting.steps))
   hooks.add("log", config.log_every_steps, write_log)
   hooks.add("checkpoint", config.checkpoint.every_steps, save_hook)
   for every in sorted({ev.every_steps for ev in evals}):  # one metrics row per period
@@ -380,10 +379,15 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
         task = schedule.task_at(step)
         with clock("data"):
           batch = place(next(iterators[task]))
-        with watchdog.paused():
-          compiled, cost = compiled_step(task, batch)
+        found = steps.lookup(task, batch)
+        if found is None:  # a batch of new shapes: compiled once more (logged)
+          with watchdog.paused(), clock("compile"):
+            found = steps.get(task, batch)
+        compiled, cost = found
         with clock("step"):
+          dispatched = step_times.dispatched()
           state, metrics = compiled(state, batch)
+        step_times.add(task, dispatched, metrics)
         window.add(step, task, metrics, cost)
         accounting.record(task, cost)
         step += 1
@@ -408,6 +412,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     return logged
   finally:
     watchdog.stop()
+    step_times.close()
     log.info("process %d: last completed step %d", jax.process_index(), step)
     if bar is not None:
       bar.close()

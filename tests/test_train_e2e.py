@@ -56,13 +56,14 @@ def kill_after_first_checkpoint(workdir, args) -> None:
   assert proc.returncode == -signal.SIGKILL
 
 
-def killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, last_step):
+def killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, last_step,
+                                              args=tiny_args):
   """Trains uninterrupted, and killed then resumed; asserts the final checkpoints are
-  bit-identical and returns its arrays."""
+  bit-identical and returns its arrays. args: (workdir, data dir, *overrides) -> argv."""
   ref, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-  run_cli("mmjax.train", tiny_args(ref, world_dir, *common))
-  kill_after_first_checkpoint(killed, tiny_args(killed, world_dir, *common))
-  run_cli("mmjax.train", tiny_args(killed, world_dir, *common))
+  run_cli("mmjax.train", args(ref, world_dir, *common))
+  kill_after_first_checkpoint(killed, args(killed, world_dir, *common))
+  run_cli("mmjax.train", args(killed, world_dir, *common))
   a, b = final_params(ref, last_step), final_params(killed, last_step)
   assert a.keys() == b.keys()
   for k in a:

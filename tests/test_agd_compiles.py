@@ -1,0 +1,96 @@
+"""Alternating-gradient runs compile each task's step once, at start-up, and log per task.
+
+In process, on in-memory batches (no dataset build): the count comes from JAX's own
+backend-compile events, so a retrace or recompile anywhere in the loop would show.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import ml_collections
+import pytest
+from jax._src import dispatch
+
+from mmjax import config as config_lib, schedules, trainer
+from mmjax.data.memory import InMemoryIterator, synthetic_batch
+from tests.conftest import ROOT
+
+TWO_TASKS = os.path.join(ROOT, "tests", "recipes", "two_tasks.py")
+
+
+class StepCompiles:
+  """Counts XLA compiles of the train step (JAX's backend-compile event, cache hits too)."""
+
+  def __init__(self):
+    self.names: list[str] = []
+
+  def __call__(self, event, duration, **kwargs):
+    del duration
+    if event == dispatch.BACKEND_COMPILE_EVENT and "train_step" in kwargs.get("fun_name", ""):
+      self.names.append(kwargs["fun_name"])
+
+  def __enter__(self):
+    jax.monitoring.register_event_duration_secs_listener(self)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_duration_listener(self)
+
+
+def two_task_config(total_steps: int):
+  config = config_lib.load(TWO_TASKS, [f"total_steps={total_steps}", "log_every_steps=5",
+                                       "checkpoint.every_steps=100",
+                                       "prefetch_batches=2"])
+  with config.unlocked():
+    config.evals = ml_collections.ConfigDict()
+  return config
+
+
+def iterators_for(config, shapes_change_at: int | None = None) -> dict:
+  out = {}
+  for name, task in config.tasks.items():
+    batches = [synthetic_batch(config.model.modalities, task.batch_size, seed=i, num_classes=20)
+               for i in range(4)]
+    if shapes_change_at is not None and name == "masked_text":
+      short = {k: (v[:, :24] if k.startswith("text") else v) for k, v in batches[0].items()}
+      batches = batches[:1] * shapes_change_at + [short]
+    out[name] = InMemoryIterator(batches)
+  return out
+
+
+def test_two_task_run_compiles_each_step_once_and_logs_every_task(tmp_path):
+  config = two_task_config(total_steps=24)
+  with StepCompiles() as compiles:
+    trainer.train(config, str(tmp_path), iterators=iterators_for(config))
+  assert len(compiles.names) == 2, compiles.names  # one per (task, shape), over 24 steps
+  schedule = schedules.make_schedule(config)
+  taken = {t: sum(schedule.task_at(s) == t for s in range(24)) for t in config.tasks}
+  assert all(taken.values())
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  logs = [r for r in rows if "perf/mfu" in r]
+  last = logs[-1]
+  assert last["perf/compiles"] == 2
+  for t in config.tasks:
+    assert last[f"train/{t}/steps"] == taken[t]
+    assert last[f"perf/{t}/compile_s"] > 0
+  for r in logs:  # each window: the tasks it ran, with shares adding up to 1
+    ran = {t for t in config.tasks if f"train/{t}/loss" in r}
+    assert ran == {t for t in config.tasks if f"perf/{t}/time_share" in r}
+    assert sum(r[f"perf/{t}/time_share"] for t in ran) == pytest.approx(1.0)
+    assert all(r[f"perf/{t}/examples_per_s"] > 0 for t in ran)
+  acct = json.load(open(tmp_path / "accounting.json"))
+  assert set(acct["compile"]) == set(config.tasks)
+  assert all(c["compile_s"] > 0 and c["lower_s"] > 0 for c in acct["compile"].values())
+
+
+@pytest.mark.slow
+def test_a_batch_of_new_shapes_after_warm_up_is_counted(tmp_path):
+  config = two_task_config(total_steps=20)
+  with StepCompiles() as compiles:
+    trainer.train(config, str(tmp_path), iterators=iterators_for(config, shapes_change_at=3))
+  assert len(compiles.names) == 3, compiles.names
+  last = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")
+          if "perf/mfu" in line][-1]
+  assert last["perf/compiles"] == 3

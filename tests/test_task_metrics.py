@@ -1,0 +1,51 @@
+"""Per-task metrics pieces: step times off the loop's thread, per-task throughput and time
+shares, and the progress bar's task line (no compiles: fast)."""
+from __future__ import annotations
+
+import io
+import time
+
+import jax.numpy as jnp
+import pytest
+
+from mmjax.progress import ProgressBar
+from mmjax.step_times import StepTimes
+from mmjax.train_metrics import StepCost, task_perf_metrics
+
+
+def test_step_times_sum_per_task_and_reset_on_take():
+  times = StepTimes()
+  try:
+    for task in ("a", "b", "a"):
+      t0 = times.dispatched()
+      time.sleep(0.02)  # a step that takes 20 ms before its output exists
+      times.add(task, t0, jnp.ones(3))
+    seconds, steps = times.take()
+    assert steps == {"a": 2, "b": 1}
+    assert seconds["a"] >= 0.04 and seconds["b"] >= 0.02
+    assert seconds["a"] + seconds["b"] < 1.0
+    assert times.take() == ({}, {})
+  finally:
+    times.close()
+
+
+def test_task_perf_metrics_shares_add_up_and_examples_per_s():
+  cost = {"a": StepCost(examples=16, tokens=0, flops=0.0),
+          "b": StepCost(examples=8, tokens=0, flops=0.0)}
+  m = task_perf_metrics({"a": 3.0, "b": 1.0}, {"a": 6, "b": 2}, cost)
+  assert m["perf/a/time_share"] == pytest.approx(0.75)
+  assert m["perf/b/time_share"] == pytest.approx(0.25)
+  assert m["perf/a/examples_per_s"] == pytest.approx(6 * 16 / 3.0)
+  assert m["perf/b/examples_per_s"] == pytest.approx(2 * 8 / 1.0)
+
+
+def test_progress_bar_names_the_current_task_and_every_tasks_steps(monkeypatch):
+  err = io.StringIO()
+  monkeypatch.setattr("sys.stderr", err)
+  bar = ProgressBar(total=10, initial=0, tasks=["t2i", "mlm"])
+  bar.logged("t2i", {"train/t2i/loss": 1.5, "perf/examples_per_s": 100.0, "perf/mfu": 0.1})
+  bar.step_done("mlm", {"t2i": 3, "mlm": 2})
+  bar._bar.refresh()
+  bar.close()
+  line = err.getvalue().splitlines()[-1] if "\n" in err.getvalue() else err.getvalue()
+  assert "mlm:" in line and "t2i:3 mlm:2" in line and "loss=1.500" in line
