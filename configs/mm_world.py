@@ -50,6 +50,7 @@ def get_config(variant=None):
   c.watchdog_timeout_s = 600    # end the job if no step completes this long (0 = off)
   c.prefetch_batches = 2        # input read ahead in a thread (0 = off); exact resume either way
   c.stop_check_every_steps = 10  # processes agree on a stop signal every this many steps
+  c.compile_threads = 0         # start-up compile of every task's step: 0 = a thread per task
 
   c.model = mlc.ConfigDict(dict(
       width=32 if tiny else 128,

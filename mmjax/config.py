@@ -172,6 +172,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
   prefetch = config.get("prefetch_batches", 0)
   _need(isinstance(prefetch, int) and prefetch >= 0,
         f"config.prefetch_batches={prefetch!r}: must be an integer >= 0")
+  threads = config.get("compile_threads", 0)
+  _need(isinstance(threads, int) and not isinstance(threads, bool) and threads >= 0,
+        f"config.compile_threads={threads!r}: must be an integer >= 0 (0 = a thread per task, "
+        f"1 = one task after another)")
   _one_of(config.nan_policy, NAN_POLICIES, "nan_policy")
   o = config.optim
   _need(o.learning_rate > 0, f"config.optim.learning_rate={o.learning_rate}: must be > 0")
