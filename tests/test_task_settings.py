@@ -174,6 +174,7 @@ def _train(config, workdir):
   return trainer.train(config, str(workdir))
 
 
+@pytest.mark.slow  # three real training runs (~40 s)
 def test_two_task_run_with_per_task_settings_resumes_bit_identically(world_dir, tmp_path):
   common = ["total_steps=4", "checkpoint.every_steps=2", "log_every_steps=2",
             "optim.warmup_steps=1", "tasks.masked_text.seed_offset=5",
