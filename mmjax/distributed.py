@@ -31,7 +31,11 @@ log = logging.getLogger("mmjax.distributed")
 # non-zero, so srun --kill-on-bad-exit / launch/local.sh stop the rest. Processes that
 # finish normally reach the barrier within seconds of each other.
 SHUTDOWN_TIMEOUT_S = 60
-HEARTBEAT_TIMEOUT_S = 30
+# JAX's coordination service aborts every process (a C++ stack naming no process) once one
+# stops sending heartbeats for this long. mmjax's own watchdog notices a silent peer sooner
+# (watchdog.PEER_SILENT_S) and says which; JAX's deadline stays as the backstop, far enough
+# behind that it never wins the race.
+HEARTBEAT_TIMEOUT_S = 90
 
 
 class DistributedError(MmjaxError, RuntimeError):
@@ -95,8 +99,6 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   # JAX's own deadline ends in a C++ abort whose message blames "another task"; a watchdog
   # with our deadline (JAX's comes later, as a backstop) says instead what to check.
-  # A lost process is noticed by the coordination service after HEARTBEAT_TIMEOUT_S (JAX's
-  # default, 100 s, is longer than the minute the others may take to give up).
   kwargs = dict(shutdown_timeout_seconds=SHUTDOWN_TIMEOUT_S,
                 heartbeat_timeout_seconds=HEARTBEAT_TIMEOUT_S,
                 initialization_timeout=int(timeout_s) + 30)
@@ -164,18 +166,9 @@ def any_process(flag: bool) -> bool:
 
 def lost_peer_message(error: BaseException, wait_s: float = 12.0) -> str:
   """One line for an error that a multi-process job raised in a collective: which process is
-  gone, judged by the step watchdog's heartbeats (waited for up to `wait_s` to go stale)."""
-  import time
-  from mmjax.watchdog import StepWatchdog
-  dog = StepWatchdog(0, jax.process_index(), jax.process_count())
-  deadline = time.time() + wait_s
-  stale = []
-  while time.time() < deadline:
-    stale = [s for s in dog._stale_processes(older_than=6.0)
-             if not s.startswith(f"process {jax.process_index()} ")]
-    if stale:
-      break
-    time.sleep(1.0)
+  gone, judged by the watchdog's heartbeats (watched for up to `wait_s` to go silent)."""
+  from mmjax.watchdog import silent_peers
+  stale = silent_peers(jax.process_index(), jax.process_count(), wait_s)
   text = str(error).strip().splitlines()
   why = f"{type(error).__name__}: {text[0][:200] if text else ''}"
   who = "; ".join(stale) if stale else "no other process looks stalled (is this host's network up?)"

@@ -18,12 +18,17 @@ def test_step_times_sum_per_task_and_reset_on_take():
   try:
     for task in ("a", "b", "a"):
       t0 = times.dispatched()
-      time.sleep(0.02)  # a step that takes 20 ms before its output exists
+      time.sleep(0.05)  # a step that takes 50 ms before its output exists
       times.add(task, t0, jnp.ones(3))
     seconds, steps = times.take()
     assert steps == {"a": 2, "b": 1}
-    assert seconds["a"] >= 0.04 and seconds["b"] >= 0.02
-    assert seconds["a"] + seconds["b"] < 1.0
+    # The steps' intervals tile the time from the first dispatch to the last end, so their
+    # sum covers the three sleeps. How it splits between tasks depends on when the thread
+    # got to stamp each end (a late stamp of one step shortens the next), so per task only
+    # "some time" is certain.
+    assert seconds["a"] + seconds["b"] >= 0.15
+    assert seconds["a"] > 0 and seconds["b"] > 0
+    assert seconds["a"] + seconds["b"] < 2.0
     assert times.take() == ({}, {})
   finally:
     times.close()

@@ -2,7 +2,7 @@
 import threading
 import time
 
-from mmjax.watchdog import EXIT_CODE, StepWatchdog
+from mmjax.watchdog import EXIT_CODE, PeerHeartbeats, StepWatchdog
 
 
 def make(timeout):
@@ -38,3 +38,42 @@ def test_steps_and_pauses_keep_it_quiet():
   finally:
     dog.stop()
   assert codes == []
+
+
+class _KeyValueStore:
+  """The two calls of JAX's coordination client that the heartbeats use, over a dict."""
+
+  def __init__(self):
+    self.values = {}
+
+  def key_value_set(self, key, value, allow_overwrite=False):
+    self.values[key] = value
+
+  def key_value_try_get(self, key):
+    return self.values[key]  # KeyError, like the client's error, when not published yet
+
+
+def test_a_peer_whose_heartbeat_stops_changing_is_named_and_a_done_one_is_not():
+  store = _KeyValueStore()
+  me, peer, other = (PeerHeartbeats(i, 3, client=store) for i in range(3))
+  assert me.never_seen() == ["process 1 (no heartbeat)", "process 2 (no heartbeat)"]
+  peer.publish(5)
+  other.publish(9)
+  me.observe()
+  time.sleep(0.3)
+  peer.publish(6)  # process 1 keeps beating; process 2 falls silent
+  me.observe()
+  assert me.silent(0.2) == ["process 2 (last completed step 9, no heartbeat for 0s)"]
+  other.publish(9, done=True)  # finished its loop on purpose
+  me.observe()
+  time.sleep(0.3)
+  assert me.silent(0.2) == ["process 1 (last completed step 6, no heartbeat for 0s)"]
+
+
+def test_a_peer_never_heard_from_is_named_after_the_unseen_limit():
+  me = PeerHeartbeats(0, 2, client=_KeyValueStore())
+  me.observe()
+  assert me.silent(10.0, unseen_longer_than=0.2) == []
+  time.sleep(0.3)
+  me.observe()
+  assert me.silent(10.0, unseen_longer_than=0.2) == ["process 1 (no heartbeat)"]
