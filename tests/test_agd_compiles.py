@@ -60,6 +60,8 @@ def iterators_for(config, shapes_change_at: int | None = None) -> dict:
   return out
 
 
+# A whole trainer run (two tasks, 24 steps): end to end, so in the slow tier.
+@pytest.mark.slow
 def test_two_task_run_compiles_each_step_once_and_logs_every_task(tmp_path):
   config = two_task_config(total_steps=24)
   with StepCompiles() as compiles:

@@ -30,6 +30,8 @@ def test_compile_only_reports_per_device_memory_and_shards_state(world_dir, tmp_
   assert not (tmp_path / "checkpoints").exists()  # nothing was trained or saved
 
 
+# Two compiles of a default-size model at batch 256 (~40 s cold): in the slow tier.
+@pytest.mark.slow
 def test_microbatches_lower_temporary_memory(world_dir, tmp_path):
   # Bigger activations than tiny's, so they dominate the step's temporaries.
   big = ["model.depth=4", "model.width=128", "model.mlp_dim=512", "model.num_heads=4",

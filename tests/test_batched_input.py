@@ -123,6 +123,8 @@ def test_auto_worker_count_is_in_process_on_small_hosts():
   assert workers.resolve(3, cores=16) == workers.Parallelism(workers=3, read_threads=0)
 
 
+# Starts grain worker processes (~25 s cold): in the slow tier.
+@pytest.mark.slow
 def test_worker_processes_give_the_same_stream_and_resume_exactly(world_dir):
   """A grain worker process builds the same batches; a state saved with workers resumes
   without them (and on two processes) with nothing repeated or lost."""
