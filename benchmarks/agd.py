@@ -1,29 +1,41 @@
-"""AGD overhead: time per step of an alternating-gradient run against its tasks run alone.
+"""AGD overhead: time per step of alternating-gradient stretches against the same tasks run
+alone, interleaved in one trainer run.
 
-  python benchmarks/agd.py [--variant tiny] [--batch 32] [--steps 240] [--rounds 2]
+  python benchmarks/agd.py [--variant tiny] [--batch 32] [--segment 20] [--cycles 8]
+                           [--set model.width=128 ...]
 
-configs/mm_world_agd.py (one device, evals off), fed from in-memory copies of a few real
-batches of each task (so every task has its own shapes and keys and no input work
-competes). In one process:
-  1. start-up compile of every task's step, one after the other (compile_threads=1) and
-     concurrently (compile_threads=0: a thread per task), each from fresh lowerings with
-     the persistent compilation cache off: wall seconds of each, compile time per task;
-  2. each task trained alone: the same config with every other task's weight 0 (the same
-     model and compiled programs) -> steady-state s/step from its metrics windows after
-     the first;
-  3. the AGD run over all the tasks -> its steady-state s/step, the same way;
-  then 2 and 3 alternate for --rounds, ending with 2.
-Overhead = AGD s/step / (sum of w_t * alone s/step of t) - 1, w_t the AGD run's realised
-task shares, alone s/step the mean of the alone runs either side; the median over rounds
-(with 2 rounds, their mean).
-Prints a table, then (last line) one JSON object of the figures.
+configs/mm_world_agd.py on one device (evals and checkpoints off), fed from in-memory
+copies of a few real batches of each task, so every task has its own shapes and keys and
+no input work competes. What it measures:
+
+  1. Start-up compile of every task's step, with the persistent compilation cache off:
+     one after the other (compile_threads=1, a compile_only run) and concurrently (a
+     thread per task: the training run's own start-up); compile seconds per task, and
+     the training run's compile count (one per task: no recompiles).
+  2. ONE training run whose schedule (`schedule.type=sequence`) repeats a cycle of
+     stretches of 2 x segment steps: an AGD stretch -- the recipe's weighted schedule's
+     own order -- then one stretch of each task alone. The trainer logs every `segment`
+     steps, so each log window is one half of a stretch: the first half takes the switch
+     into the stretch and is left out; the second half is its steady state. A window's
+     time is the trainer's own (perf/steps_per_s, from its step-end stamps).
+  Per cycle: overhead = AGD s/step / (sum over tasks of share_t * alone s/step of t) - 1,
+  with share_t the task's share of the AGD window. Same process, same compiled programs,
+  same shapes, same trainer loop (prefetch, hooks, logging): the only difference is the
+  order of the steps. Stretches of one cycle are seconds apart, so machine drift largely
+  cancels within a cycle; the figure is the median over cycles after the first (warm-up).
+  Also printed: the same ratio from each kind's fastest window over the cycles
+  (`overhead_fastest_windows`), since load from other processes only adds time.
+
+Step time: the tiny model at batch 32 steps in ~10 ms on 2 CPU cores, where the host's
+share of a step is large; `--variant default --batch 32` (width 128, depth 4) is nearer
+a realistic step (tens of ms). Prints a table, then (last line) one JSON object.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -33,10 +45,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
-from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 from report import print_figures  # noqa: E402
 
-from mmjax import config as config_lib, trainer  # noqa: E402
+from mmjax import config as config_lib, schedules, trainer  # noqa: E402
 from mmjax.data import pipeline  # noqa: E402
 from mmjax.data.memory import InMemoryIterator  # noqa: E402
 
@@ -44,22 +55,26 @@ AGD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "configs", "mm_world_agd.py")
 
 
-def agd_config(variant: str, batch: int, steps: int, only: str | None = None,
+def agd_config(variant: str, batch: int, steps: int, overrides=(), log_every: int = 10,
                threads: int = 0):
-  """The recipe on one device, evals off; `only`: every other task's weight 0, so the run
-  trains that task alone on the same model (every task's heads: the same parameter and
-  optimizer shapes, the same compiled programs) -- what AGD is compared with."""
+  """The recipe on one device, evals and checkpoints off, every task at `batch`."""
   config = config_lib.load(f"{AGD}:{variant}", [
-      f"total_steps={steps}", "log_every_steps=10", "checkpoint.every_steps=100000",
-      "mesh.data=1", "optim.warmup_steps=2", "progress=False"])
+      f"total_steps={steps}", f"log_every_steps={log_every}", "checkpoint.every_steps=10000000",
+      "mesh.data=1", "optim.warmup_steps=2", "progress=False", *overrides])
   with config.unlocked():
     config.evals = ml_collections.ConfigDict()
     config.compile_threads = threads
     for name in config.tasks:
       config.tasks[name].batch_size = batch
-      if only is not None:
-        config.tasks[name].weight = float(name == only)
   return config
+
+
+def stretches(config, segment: int) -> list[tuple[str, list[str]]]:
+  """One cycle: ("agd", the weighted schedule's first 2*segment tasks), then (task, task
+  repeated 2*segment times) for each task."""
+  order = schedules.make_schedule(config)
+  agd = [order.task_at(s) for s in range(2 * segment)]
+  return [("agd", agd)] + [(t, [t] * (2 * segment)) for t in config.tasks]
 
 
 def real_batches(config, n: int = 4) -> dict[str, list]:
@@ -75,91 +90,81 @@ def iterators(batches, tasks) -> dict:
   return {t: InMemoryIterator(batches[t]) for t in tasks}
 
 
-def compile_wall(config, batches) -> tuple[float, dict]:
-  with tempfile.TemporaryDirectory() as workdir:
-    t0 = time.perf_counter()
-    out = trainer.train(config, workdir, compile_only=True,
-                        iterators=iterators(batches, config.tasks))
-    return time.perf_counter() - t0, {t: r["compile_s"] for t, r in out.items()}
-
-
-def agd_run(config, batches) -> tuple[float, dict]:
-  """(steps/s, accounting.json) of a full trainer run."""
+def train_rows(config, batches) -> tuple[list[dict], dict]:
+  """(metrics rows with throughput, accounting.json) of one trainer run."""
   with tempfile.TemporaryDirectory() as workdir:
     trainer.train(config, workdir, iterators=iterators(batches, config.tasks))
     acct = json.load(open(os.path.join(workdir, "accounting.json")))
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows = [json.loads(line) for line in f if "perf/steps_per_s" in line]
-  windows = rows[1:]
-  steps = sum(b["step"] - a["step"] for a, b in zip(rows, windows))
-  seconds = sum((b["step"] - a["step"]) / b["perf/steps_per_s"] for a, b in zip(rows, windows))
-  return steps / seconds, dict(acct, last_row=rows[-1])
+  return rows, acct
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--variant", default="tiny")
   p.add_argument("--batch", type=int, default=32)
-  p.add_argument("--steps", type=int, default=240, help="steps of each run")
-  p.add_argument("--rounds", type=int, default=2, help="(tasks alone, AGD) pairs")
+  p.add_argument("--segment", type=int, default=20, help="steps of each half-stretch")
+  p.add_argument("--cycles", type=int, default=12, help="cycles (the first is warm-up)")
+  p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                 help="a config override, e.g. model.width=128 (repeatable)")
   a = p.parse_args()
-  # Compile times are a figure: the start-up compiles run with the persistent cache off;
-  # the training runs after them reuse programs from a cache of this run's own (every
-  # run has the same model and settings, so the same programs).
-  jax.config.update("jax_enable_compilation_cache", False)
-  compilation_cache.reset_cache()
-  full = agd_config(a.variant, a.batch, a.steps)
-  tasks = list(full.tasks)
-  batches = real_batches(full)
+  jax.config.update("jax_enable_compilation_cache", False)  # compile times are a figure
+
+  base = agd_config(a.variant, a.batch, 2, a.set)
+  tasks = list(base.tasks)
+  cycle = stretches(base, a.segment)
+  sequence = [t for _, run in cycle for t in run]
+  steps = a.cycles * len(sequence)
+  config = agd_config(a.variant, a.batch, steps, a.set, log_every=a.segment)
+  with config.unlocked():
+    config.schedule = ml_collections.ConfigDict(dict(type="sequence", cycle=tuple(sequence)))
+  batches = real_batches(config)
 
   fig = {"device": jax.devices()[0].device_kind, "tasks": len(tasks), "batch": a.batch,
-         "steps": a.steps}
-  seq_s, per_task_seq = compile_wall(agd_config(a.variant, a.batch, a.steps, threads=1), batches)
-  par_s, per_task = compile_wall(full, batches)
-  fig.update(compile_wall_sequential_s=seq_s, compile_wall_threaded_s=par_s,
-             compile_speedup=seq_s / par_s)
+         "segment": a.segment, "cycles": a.cycles}
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    seq = trainer.train(agd_config(a.variant, a.batch, steps, a.set, threads=1), workdir,
+                        compile_only=True, iterators=iterators(batches, tasks))
+    seq_wall = time.perf_counter() - t0
+  rows, acct = train_rows(config, batches)
+  threaded = {t: c["total_s"] for t, c in acct["compile"].items()}
 
-  cache = tempfile.TemporaryDirectory()
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  jax.config.update("jax_enable_compilation_cache", True)
-  compilation_cache.reset_cache()  # JAX decides once per process whether to use it
-  compilation_cache.set_cache_dir(cache.name)
+  # Window k covers steps (k*segment, (k+1)*segment]: the second half of stretch j ends at
+  # step 2*segment*(j+1). Cycle 0 (warm-up) is left out.
+  by_end = {r["step"]: r for r in rows}
+  s_per_step = {name: [1.0 / by_end[2 * a.segment * (c * len(cycle) + i + 1)]["perf/steps_per_s"]
+                       for c in range(1, a.cycles)]
+                for i, (name, _) in enumerate(cycle)}
+  second_half = cycle[0][1][a.segment:]  # the AGD windows' task mix
+  shares = {t: second_half.count(t) / len(second_half) for t in tasks}
+  weighted = lambda alone: sum(shares[t] * alone[t] for t in tasks)
+  overheads = [s_per_step["agd"][c] / weighted({t: s_per_step[t][c] for t in tasks}) - 1.0
+               for c in range(a.cycles - 1)]
+  # Load from other processes only ever adds time: the fastest window of each kind is the
+  # least disturbed one. (Conservative for AGD: its estimate is one window's minimum, the
+  # alone estimate a sum of six.)
+  fastest = min(s_per_step["agd"]) / weighted({t: min(s_per_step[t]) for t in tasks}) - 1.0
 
-  def alone() -> dict[str, float]:
-    return {t: 1.0 / agd_run(agd_config(a.variant, a.batch, a.steps, only=t), batches)[0]
-            for t in tasks}
-
-  # Alone and AGD runs alternate (A, G, A, G, ..., A): each AGD run is compared with the
-  # mean of the alone runs either side of it, since the machine's speed drifts.
-  alone_runs, agd_runs = [alone()], []
-  for _ in range(a.rounds):
-    steps_per_s, acct = agd_run(full, batches)
-    agd_runs.append((1.0 / steps_per_s, acct))
-    alone_runs.append(alone())
-  acct = agd_runs[-1][1]
-  taken = {t: acct["last_row"][f"train/{t}/steps"] for t in tasks}  # the AGD run's mix
-  shares = {t: n / sum(taken.values()) for t, n in taken.items()}
-  overheads = []
-  for r, (agd_s, _) in enumerate(agd_runs):
-    around = {t: (alone_runs[r][t] + alone_runs[r + 1][t]) / 2 for t in tasks}
-    weighted = sum(shares[t] * around[t] for t in tasks)
-    overheads.append(agd_s / weighted - 1.0)
-    fig[f"round{r}/agd_s_per_step"] = agd_s
-    fig[f"round{r}/weighted_alone_s_per_step"] = weighted
-    fig[f"round{r}/overhead"] = overheads[-1]
-  mean_alone = {t: sum(run[t] for run in alone_runs) / len(alone_runs) for t in tasks}
-  print(f"{'task':<10}{'share':>7}{'alone s/step':>14}{'compile s':>11}{'threaded':>10}")
+  print(f"{'task':<10}{'AGD share':>10}{'alone s/step':>14}{'compile s':>11}{'threaded':>10}")
   for t in tasks:
-    print(f"{t:<10}{shares[t]:>7.3f}{mean_alone[t]:>14.5f}{per_task_seq[t]:>11.2f}"
-          f"{per_task[t]:>10.2f}")
-    fig[f"alone_s_per_step/{t}"] = mean_alone[t]
-    fig[f"compile_s/{t}"] = per_task_seq[t]
-    fig[f"compile_s_threaded/{t}"] = per_task[t]
-  fig.update(agd_compiles=acct["last_row"]["perf/compiles"],
-             overhead=statistics.median(overheads))
+    alone = statistics.median(s_per_step[t])
+    print(f"{t:<10}{shares[t]:>10.3f}{alone:>14.5f}{seq[t]['compile_s']:>11.2f}"
+          f"{threaded[t]:>10.2f}")
+    fig[f"alone_s_per_step/{t}"] = alone
+    fig[f"compile_s/{t}"] = seq[t]["compile_s"]
+    fig[f"compile_s_threaded/{t}"] = threaded[t]
+  print("per-cycle overhead: " + " ".join(f"{o:+.1%}" for o in overheads))
+  fig.update(agd_s_per_step=statistics.median(s_per_step["agd"]),
+             compile_wall_sequential_s=seq_wall,
+             compile_wall_threaded_s=rows[-1]["time/compile_s"],
+             agd_compiles=rows[-1]["perf/compiles"],
+             device_wait_fraction=statistics.median(r["perf/device_wait_fraction"]
+                                                    for r in rows[2:]),
+             overhead=statistics.median(overheads), overhead_min=min(overheads),
+             overhead_max=max(overheads), overhead_fastest_windows=fastest)
   print_figures(fig)
-  cache.cleanup()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Trainer overhead: the full trainer loop against a bare loop over the same compiled step.
 
-  python benchmarks/trainer_overhead.py [--steps 300] [--batch 16]
+  python benchmarks/trainer_overhead.py [--steps 300] [--batch 16] [--rounds 3]
 
 The tiny recipe's model at batch 16 on CPU (one device), fed from a pre-filled in-memory
 iterator. The trainer runs with the default recipe's hook periods (log every 25 steps,
@@ -9,14 +9,19 @@ removed: they are not training); its steps/s is read from its own metrics.jsonl,
 log windows after the first (which holds the compile). The bare loop calls the compiled
 step of the same program (built by the same functions, same shardings, donated state)
 on the same batches, each put on the device as the trainer does, and waits once at the
-end. Bare runs before and after the trainer; their mean is the reference.
-Prints a table, then (last line) one JSON object: {"ratio": trainer/bare steps/s, ...}.
+end. Bare and trainer runs alternate (bare, trainer, bare, ..., bare: --rounds trainer
+runs); each trainer run is compared with the mean of the bare runs either side of it, since
+the machine's speed drifts (a single bare run after the trainer once read 13% slower than
+the one before it), and the figure is the median of those per-round ratios.
+Prints a table, then (last line) one JSON object: {"ratio": median trainer/bare steps/s,
+"ratio_min", "ratio_max", ...}.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -90,16 +95,23 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--steps", type=int, default=300)
   p.add_argument("--batch", type=int, default=16)
+  p.add_argument("--rounds", type=int, default=3, help="trainer runs, each between bare runs")
   a = p.parse_args()
   config = overhead_config(a.steps, a.batch)
   batches = batches_for(config)
-  bare_before = bare_steps_per_s(config, batches, a.steps)
-  full = trainer_steps_per_s(config, batches)
-  bare_after = bare_steps_per_s(config, batches, a.steps)
-  bare = (bare_before + bare_after) / 2
+  bare = [bare_steps_per_s(config, batches, a.steps)]
+  full, ratios = [], []
+  for _ in range(a.rounds):
+    full.append(trainer_steps_per_s(config, batches))
+    bare.append(bare_steps_per_s(config, batches, a.steps))
+    ratios.append(full[-1] / ((bare[-2] + bare[-1]) / 2))
+  print(f"{'round':<7}{'bare before':>12}{'trainer':>10}{'bare after':>12}{'ratio':>8}")
+  for r, ratio in enumerate(ratios):
+    print(f"{r:<7}{bare[r]:>12.1f}{full[r]:>10.1f}{bare[r + 1]:>12.1f}{ratio:>8.3f}")
   fig = {"device": jax.devices()[0].device_kind, "batch": a.batch, "steps": a.steps,
-         "bare_steps_per_s_before": bare_before, "bare_steps_per_s_after": bare_after,
-         "trainer_steps_per_s": full, "ratio": full / bare}
+         "rounds": a.rounds, "bare_steps_per_s": statistics.median(bare),
+         "trainer_steps_per_s": statistics.median(full), "ratio": statistics.median(ratios),
+         "ratio_min": min(ratios), "ratio_max": max(ratios)}
   print_figures(fig)
 
 

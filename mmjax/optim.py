@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 
@@ -10,6 +11,26 @@ def learning_rate_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
       init_value=0.0, peak_value=optim_cfg.learning_rate,
       warmup_steps=optim_cfg.warmup_steps, decay_steps=total_steps,
       end_value=optim_cfg.learning_rate * optim_cfg.end_lr_fraction)
+
+
+class HostSchedule:
+  """A schedule's values read on the host, `chunk` steps computed at once.
+
+  For logging while steps are in flight: on one device, even a scalar op waits for every
+  step dispatched before it, so evaluating the schedule at a log step would stall the loop
+  until the device ran dry. One computation per `chunk` steps costs that wait once.
+  """
+
+  def __init__(self, schedule: optax.Schedule, chunk: int = 4096):
+    self._values = jax.jit(jax.vmap(schedule))
+    self._chunk, self._start, self._cached = chunk, None, None
+
+  def __call__(self, step: int) -> float:
+    start = step - step % self._chunk
+    if start != self._start:
+      self._cached = jax.device_get(self._values(jnp.arange(start, start + self._chunk)))
+      self._start = start
+    return float(self._cached[step - start])
 
 
 def _decay_mask(params):

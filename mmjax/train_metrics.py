@@ -39,6 +39,11 @@ class MetricWindow:
     self.records.append(StepRecord(step, task, metrics))
     self.costs.append(cost)
 
+  def ready(self) -> bool:
+    """Whether the window's last step has finished (asks, never waits): the outputs of one
+    step become ready together."""
+    return not self.records or next(iter(self.records[-1].metrics.values())).is_ready()
+
   def fetch(self) -> list[StepRecord]:
     """The window's records with host values (one transfer), and a fresh window."""
     host = jax.device_get([r.metrics for r in self.records])

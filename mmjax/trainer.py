@@ -4,11 +4,16 @@ Checkpoint, Evals, Loop. `mmjax.train` is the command line around `train()`.
 The loop itself only takes a batch, runs the compiled step and calls the hooks; periodic
 work (logging, checkpointing, evaluation, the watchdog, the cross-process stop agreement)
 is registered as hooks with a period (mmjax/hooks.py). Nothing waits for the device in
-the steady state: metrics are fetched at log steps, and a non-finite step is found from
-the state's `first_bad_step` at log steps and before every save.
+the steady state: a log step closes its window of metrics, and a window is fetched and
+written once its last step has finished -- at the next log step at the latest, while the
+device works on the steps dispatched since (a fetch of the newest step would leave the
+device idle while the host writes). A non-finite step is found in the written windows
+(then named exactly from the state's `first_bad_step`) and before every save.
 """
 from __future__ import annotations
 
+import collections
+import dataclasses
 import logging
 import os
 import signal
@@ -49,6 +54,16 @@ STOP_CHECK_EVERY_STEPS = 10  # default of config.stop_check_every_steps (older c
 
 class NonFiniteError(MmjaxError, FloatingPointError):
   """A step produced a NaN/Inf loss or gradient under nan_policy='halt'."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClosedWindow:
+  """A log step's window of metrics, waiting for its steps to finish to be written."""
+  step: int           # the log step
+  window: MetricWindow
+  steps_added: int    # StepTimes.added when it closed
+  excluded_s: float   # not-stepping seconds (compile, eval) up to when it closed
+  totals: dict        # the run's accounting through its last step
 
 
 class StopRequested:
@@ -145,7 +160,8 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   spec = build.model_spec(config, objectives)
   settings = all_task_settings(config)  # per task: seed offset, lr multiplier, token drop
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
-  schedule_fn = optim.learning_rate_schedule(config.optim, config.total_steps)
+  learning_rate = optim.HostSchedule(optim.learning_rate_schedule(config.optim,
+                                                                   config.total_steps))
   graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)
   n_params = flops_lib.param_count(abstract.params)
 
@@ -261,7 +277,8 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     bad = int(jax.device_get(state.first_bad_step)) if halt else -1
     if bad < 0:
       return
-    records = fetched + window.fetch()  # the bad step's values, if still in memory
+    # The bad step's values, if still in memory.
+    records = fetched + [r for p in pending for r in p.window.fetch()] + window.fetch()
     row = next((r.metrics for r in records if r.step == bad), None)
     try:
       ckpt.wait()  # saves still in flight hold good states (each was checked before)
@@ -271,6 +288,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
 
   def save(at_step: int) -> None:
     check_finite()  # never write a checkpoint after a bad step
+    write_pending()  # every row up to a checkpoint is in metrics.jsonl before it exists
     with clock("checkpoint"), watchdog.paused():
       try:
         ckpt.save(at_step, state, {n: it.get_state() for n, it in iterators.items()})
@@ -285,6 +303,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   evals = evaluators.make_evaluators(config.evals, ctx)
 
   def run_evals(step: int, which) -> None:
+    write_pending()  # rows stay in step order
     results = {}
     for ev in which:
       with clock("eval"), watchdog.paused():
@@ -299,6 +318,8 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   step = int(start_step or 0)
   last_saved = start_step
   window, fetched, logged = MetricWindow(), [], {}
+  pending: collections.deque[ClosedWindow] = collections.deque()
+  logged_step = None  # the step of the last row written
   accounting = Accounting(schedule, step)
   step_times = StepTimes()
   with clock("peak"):  # only process 0 writes metrics
@@ -306,45 +327,72 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
     peak = perf.job_peak(jax.devices(), dtype, jax.process_count()) if is_main else None
   # Throughput windows leave out compiling and evaluating (one-off or not training).
   not_stepping = lambda: clock.totals.get("compile", 0.0) + clock.totals.get("eval", 0.0)
-  window_start, window_excluded = time.perf_counter(), not_stepping()
+  skipped = int(jax.device_get(state.skipped_steps))  # counted on the host from here on
+  learning_rate(max(step - 1, 0))  # its first values, before any step is in flight
   stop, stopping = StopRequested(), False
   watchdog = StepWatchdog(config.watchdog_timeout_s, jax.process_index(),
                           jax.process_count()).start()
   bar = (ProgressBar(config.total_steps, step, list(config.tasks))
          if is_main and config.progress else None)
 
-  def write_log(step: int) -> None:
-    nonlocal fetched, window_start, window_excluded, logged
+  def write_window(closed: ClosedWindow) -> None:
+    nonlocal fetched, window_end, window_excluded, logged, logged_step, skipped
+    step = closed.step
     with clock("step"):  # waiting here for the device is the steps' time
-      fetched = window.fetch()
-    check_finite()
+      fetched = closed.window.fetch()
+      times = step_times.take(closed.steps_added)
     bad = [r.step for r in fetched if not r.metrics["finite"]]
+    if bad and halt:
+      check_finite()  # raises, naming the first bad step
     if bad:
       log.warning("non-finite loss or gradient at steps %s: updates skipped (nan_policy=skip)",
                   bad)
-    dt = time.perf_counter() - window_start - (not_stepping() - window_excluded)
+    skipped += len(bad)
+    dt = times.end - window_end - (closed.excluded_s - window_excluded)
     logged = mean_metrics(fetched)
-    logged.update(perf_metrics(window.take_costs(), dt, peak.flops_per_s if peak else 0.0))
-    logged.update(task_perf_metrics(*step_times.take(), accounting.cost))
+    logged.update(perf_metrics(closed.window.take_costs(), dt,
+                               peak.flops_per_s if peak else 0.0))
+    logged.update(task_perf_metrics(times.seconds, times.steps, accounting.cost))
+    # Outside compiling and evaluating (their waits are one-off, or not training).
+    waited = max(times.waited_s - (closed.excluded_s - window_excluded), 0.0)
+    logged["perf/device_wait_fraction"] = waited / dt if dt > 0 else 0.0
     logged.update({f"perf/{t}/flops_per_step": c.flops for t, c in accounting.cost.items()})
     logged.update({f"perf/{t}/compile_s": c.total_s for t, c in steps.times.items()})
     logged["perf/compiles"] = float(steps.count)
-    logged.update(accounting.totals())
+    logged.update(closed.totals)
     logged.update({"model/params": float(n_params),
                    "model/active_params": float(flops_lib.active_param_count(spec, n_params)),
-                   "train/learning_rate": float(jax.device_get(schedule_fn(step - 1))),
-                   "train/skipped_steps": float(jax.device_get(state.skipped_steps)),
+                   "train/learning_rate": learning_rate(step - 1),
+                   "train/skipped_steps": float(skipped),
                    **clock.report()})
     writer.write(step, logged)
-    if is_main:
+    logged_step = step
+    if bar is not None:
+      bar.logged(fetched[-1].task, logged)
+    window_end, window_excluded = times.end, closed.excluded_s
+
+  def write_pending() -> None:
+    """Writes the closed windows, then accounting.json as of the last of them."""
+    while pending:
+      write_window(pending.popleft())
+    # At saves and at the end only: rewriting it at every log step cost ~5 ms of host time
+    # (a rename), a few % of a small model's steps.
+    if is_main and logged_step is not None:
       workdir_lib.write_json(os.path.join(workdir, "accounting.json"), dict(
-          step=step, tasks=accounting.summary(), compile=steps.summary(),
+          step=logged_step, tasks=accounting.summary(), compile=steps.summary(),
           peak_source=peak.source,
           **{k: logged[k] for k in ("model/params", "train/examples", "train/tokens",
                                     "perf/flops", "perf/peak_flops_per_s")}))
-    if bar is not None:
-      bar.logged(fetched[-1].task, logged)
-    window_start, window_excluded = time.perf_counter(), not_stepping()
+
+  def write_log(step: int) -> None:
+    nonlocal window
+    pending.append(ClosedWindow(step, window, step_times.added, not_stepping(),
+                                accounting.totals()))
+    window = MetricWindow()
+    # The window before ended a log period ago (its steps are done, or nearly): written
+    # now, with the steps dispatched since in flight. This one waits, unless already done.
+    while pending and (len(pending) > 1 or pending[0].window.ready()):
+      write_window(pending.popleft())
 
   def save_hook(step: int) -> None:
     nonlocal last_saved
@@ -373,6 +421,8 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
   log.info("model: %s params; mesh %s; %d tasks; from step %d to %d; peak %.4g FLOP/s (%s)",
            f"{n_params:,}", dict(mesh.shape), len(config.tasks), step, config.total_steps,
            peak.flops_per_s if peak else 0.0, peak.source if peak else "process 0 measures")
+  # Where the last written window ended, as the device saw it (step_times' end stamps).
+  window_end, window_excluded = time.perf_counter(), not_stepping()
   try:
     with stop:
       while step < config.total_steps and not stopping:
@@ -397,6 +447,7 @@ def train(config, workdir: str, *, compile_only: bool = False, iterators: dict |
                     stop.signum or "(received by another process)", step)
         if last_saved != step:
           save_hook(step)
+    write_pending()
     with clock("checkpoint"):
       try:
         ckpt.wait()  # a failed background save raises here, never silently

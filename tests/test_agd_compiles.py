@@ -77,6 +77,13 @@ def test_two_task_run_compiles_each_step_once_and_logs_every_task(tmp_path):
   for t in config.tasks:
     assert last[f"train/{t}/steps"] == taken[t]
     assert last[f"perf/{t}/compile_s"] > 0
+  # Rows are written after the host has moved on (a window is written once its steps
+  # finish), yet each row counts exactly the steps up to its own step, in order.
+  assert [r["step"] for r in logs] == [5, 10, 15, 20, 24]
+  for r in logs:
+    for t in config.tasks:
+      assert r[f"train/{t}/steps"] == sum(schedule.task_at(s) == t for s in range(r["step"]))
+    assert 0.0 <= r["perf/device_wait_fraction"] <= 1.0
   for r in logs:  # each window: the tasks it ran, with shares adding up to 1
     ran = {t for t in config.tasks if f"train/{t}/loss" in r}
     assert ran == {t for t in config.tasks if f"perf/{t}/time_share" in r}

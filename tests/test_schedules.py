@@ -115,3 +115,17 @@ def test_print_schedule_prints_the_tasks_and_exits_without_building_anything(tmp
                                 "--config.tasks.masked_text.interval=1"], env=env, check=False)
   assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith(
       "error: config.tasks.masked_text.interval=1: task 'masked_text' never runs")
+
+
+def test_sequence_repeats_its_cycle_and_refuses_unknown_or_left_out_tasks():
+  cfg = _config({"a": 1.0, "b": 1.0})
+  cfg.schedule = ml_collections.ConfigDict(dict(type="sequence", cycle=("a", "a", "b")))
+  s = schedules.make_schedule(cfg)
+  assert [s.task_at(i) for i in range(7)] == ["a", "a", "b", "a", "a", "b", "a"]
+  assert schedules.make_schedule(cfg).task_at(1001) == "b"  # a pure function of the step
+  cfg.schedule.cycle = ("a", "bb")
+  with pytest.raises(ConfigError, match="'bb', which is not a task.*did you mean 'b'"):
+    schedules.make_schedule(cfg)
+  cfg.schedule.cycle = ("a",)
+  with pytest.raises(ConfigError, match="leaves out b"):
+    schedules.make_schedule(cfg)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import pytest
 
 from mmjax.progress import ProgressBar
-from mmjax.step_times import StepTimes
+from mmjax.step_times import StepTimes, WindowTimes
 from mmjax.train_metrics import StepCost, task_perf_metrics
 
 
@@ -20,8 +20,9 @@ def test_step_times_sum_per_task_and_reset_on_take():
       t0 = times.dispatched()
       time.sleep(0.05)  # a step that takes 50 ms before its output exists
       times.add(task, t0, jnp.ones(3))
-    seconds, steps = times.take()
-    assert steps == {"a": 2, "b": 1}
+    took = times.take()
+    seconds, steps = took.seconds, took.steps
+    assert steps == {"a": 2, "b": 1} and took.end is not None
     # The steps' intervals tile the time from the first dispatch to the last end, so their
     # sum covers the three sleeps. How it splits between tasks depends on when the thread
     # got to stamp each end (a late stamp of one step shortens the next), so per task only
@@ -29,7 +30,24 @@ def test_step_times_sum_per_task_and_reset_on_take():
     assert seconds["a"] + seconds["b"] >= 0.15
     assert seconds["a"] > 0 and seconds["b"] > 0
     assert seconds["a"] + seconds["b"] < 2.0
-    assert times.take() == ({}, {})
+    assert times.take() == WindowTimes({}, {}, None, 0.0)
+  finally:
+    times.close()
+
+
+def test_step_times_hand_out_windows_and_the_time_the_device_waited():
+  times = StepTimes()
+  try:
+    times.add("a", times.dispatched(), jnp.ones(3))
+    first = times.take(upto=1)  # returns once step 1 has its end stamped
+    time.sleep(0.01)  # the host is late: nothing in flight until the next dispatch
+    times.add("b", times.dispatched(), jnp.ones(3))
+    times.add("a", times.dispatched(), jnp.ones(3))
+    assert first.steps == {"a": 1} and first.waited_s == 0.0
+    rest = times.take()
+    assert rest.steps == {"a": 1, "b": 1} and rest.end >= first.end
+    # Step 2 was dispatched after step 1 had ended: that gap is the device's wait.
+    assert rest.waited_s >= 0.01
   finally:
     times.close()
 

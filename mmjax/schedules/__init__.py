@@ -5,6 +5,7 @@
   sampled   independent draws by weight, keyed by (seed, step) (sampled.py)
   interval  IMP's: task t is due every `tasks.<t>.interval` steps; among the tasks due at a
             step the first in `schedule.order` runs (interval.py)
+  sequence  an explicit cycle of task names, `schedule.cycle`, repeated (sequence.py)
 
 A schedule's config builds it from the tasks' settings (mmjax/task_settings.py, in config
 order) and the seed: `build(settings, seed).task_at(step) -> task name`, a pure function
@@ -18,11 +19,12 @@ from collections import Counter
 from mmjax.components import Registry
 from mmjax.schedules.interval import IntervalConfig
 from mmjax.schedules.sampled import SampledConfig
+from mmjax.schedules.sequence import SequenceConfig
 from mmjax.schedules.weighted import WeightedConfig
 from mmjax.task_settings import all_task_settings
 
 SCHEDULES = Registry("schedule", {"weighted": WeightedConfig, "sampled": SampledConfig,
-                                  "interval": IntervalConfig})
+                                  "interval": IntervalConfig, "sequence": SequenceConfig})
 
 
 def make_schedule(config):

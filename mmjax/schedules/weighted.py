@@ -11,6 +11,7 @@ step): a resumed run recomputes it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from fractions import Fraction
 from typing import Mapping
 
@@ -30,19 +31,26 @@ class WeightedSchedule:
   def __init__(self, weights: Mapping[str, float]):
     self.names = list(weights)
     # Exact rational weights: float rounding would otherwise decide near-ties differently
-    # on different machines.
+    # on different machines. As integers over a common denominator (share_j = W_j / T),
+    # the rule's comparisons are integer products: no Fraction arithmetic per step.
     w = [Fraction(weights[n]).limit_denominator(1 << 20) for n in self.names]
-    total = sum(w)
-    self.shares = [x / total for x in w]
+    denominator = math.lcm(*(x.denominator for x in w))
+    self._w = [int(x * denominator) for x in w]
+    self._total = sum(self._w)
     self._sequence: list[int] = []   # memo of the tasks of steps 0, 1, ...
     self._counts = [0] * len(self.names)
 
   def task_at(self, step: int) -> str:
+    w, total, counts = self._w, self._total, self._counts
     while len(self._sequence) <= step:
       n = len(self._sequence)
-      eligible = [j for j, (s, c) in enumerate(zip(self.shares, self._counts))
-                  if s > 0 and c < (n + 1) * s]
-      i = min(eligible, key=lambda j: ((self._counts[j] + 1) / self.shares[j], j))
-      self._counts[i] += 1
-      self._sequence.append(i)
+      best = -1
+      for j, wj in enumerate(w):
+        # Behind its quota (count_j < (n + 1) * share_j), and due first: the smallest
+        # (count_j + 1) / share_j, ties to the first task.
+        if wj and counts[j] * total < (n + 1) * wj and (
+            best < 0 or (counts[j] + 1) * w[best] < (counts[best] + 1) * wj):
+          best = j
+      counts[best] += 1
+      self._sequence.append(best)
     return self.names[self._sequence[step]]
