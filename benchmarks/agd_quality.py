@@ -2,7 +2,7 @@
 
   python benchmarks/agd_quality.py [--steps 700] [--width 64] [--depth 2] [--batch 64]
       [--tasks t2i_32,mlm,...] [--set model.posemb=sincos ...] [--alone t2i_32|none]
-      [--alone_steps t2i_32=200] [--curve_every 100]
+      [--alone_steps t2i_32=200] [--curve_every 100] [--keep_workdirs DIR]
 
 configs/mm_world_agd.py's tasks on mm_world/default (40k training scenes: no example
 repeats at these budgets), a small model, the real input pipelines. The AGD run trains all
@@ -17,7 +17,8 @@ applies a config override to every run (AGD and alone, e.g. model.posemb=sincos 
 tasks.t2i_32.weight=3), --alone picks which tasks also train alone (none: only the AGD
 run, to compare with an alone figure measured before), --alone_steps skips the AGD run
 and trains only these tasks alone for these steps, --curve_every also evaluates every
-task's validation loss every N steps (the curve goes into the JSON).
+task's validation loss every N steps (the curve goes into the JSON), --keep_workdirs keeps
+each run's workdir (its metrics.jsonl has the per-task training loss, scale and grad norm).
 Prints a table, then (last line) one JSON object of the figures.
 """
 from __future__ import annotations
@@ -64,10 +65,14 @@ def quality_config(a, steps: int, tasks=None):
   return config
 
 
-def run(config) -> tuple[dict, float, dict]:
-  """(final logged metrics, wall seconds, {task: [[step, val loss], ...]}) of a trainer run."""
+def run(config, keep_dir: str = "") -> tuple[dict, float, dict]:
+  """(final logged metrics, wall seconds, {task: [[step, val loss], ...]}) of a trainer run
+  in a fresh workdir: a temporary one, or `keep_dir` (kept for its metrics.jsonl)."""
   t0 = time.perf_counter()
-  with tempfile.TemporaryDirectory() as workdir:
+  with tempfile.TemporaryDirectory() as tmp:
+    workdir = keep_dir or tmp
+    if keep_dir and os.path.exists(keep_dir):
+      raise SystemExit(f"--keep_workdirs: {keep_dir} exists; name a fresh directory")
     logged = trainer.train(config, workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows = [json.loads(line) for line in f]
@@ -102,13 +107,17 @@ def main():
                  help="skip the AGD run; train only these tasks alone for these steps")
   p.add_argument("--curve_every", type=int, default=0,
                  help="also evaluate the validation losses every N steps (0: at the end only)")
+  p.add_argument("--keep_workdirs", default="", metavar="DIR",
+                 help="keep each run's workdir under DIR (agd, alone_<task>) to read its metrics")
   a = p.parse_args()
+  keep = lambda name: os.path.join(a.keep_workdirs, name) if a.keep_workdirs else ""
   fig = {"device": jax.devices()[0].device_kind, "agd_steps": a.steps, "width": a.width,
          "depth": a.depth, "batch": a.batch, "overrides": " ".join(a.set)}
   agd, curves = {}, {}
   alone_steps = _steps(a.alone_steps)
   if not alone_steps:
-    agd, fig["agd_wall_s"], agd_curves = run(quality_config(a, a.steps, _names(a.tasks)))
+    agd, fig["agd_wall_s"], agd_curves = run(
+        quality_config(a, a.steps, _names(a.tasks)), keep("agd"))
     tasks = sorted(k.split("/")[1] for k in agd if k.startswith("train/") and k.endswith("/steps"))
     alone = tasks if a.alone == "all" else [t for t in _names(a.alone) if t != "none"]
     alone_steps = {t: int(agd[f"train/{t}/steps"]) for t in alone}
@@ -117,7 +126,7 @@ def main():
       fig[f"agd_loss/{t}"] = agd[f"{t}/{t}_loss/loss"]
       curves[f"agd/{t}"] = agd_curves[t]
   for t, n in alone_steps.items():
-    alone_run, wall, alone_curves = run(quality_config(a, n, [t]))
+    alone_run, wall, alone_curves = run(quality_config(a, n, [t]), keep(f"alone_{t}"))
     fig.update({f"alone_steps/{t}": n, f"alone_loss/{t}": alone_run[f"{t}/{t}_loss/loss"],
                 f"alone_wall_s/{t}": wall})
     curves[f"alone/{t}"] = alone_curves[t]
