@@ -89,7 +89,7 @@ def _steps(text: str) -> dict[str, int]:
   return {k: int(v) for k, v in (kv.split("=") for kv in _names(text))}
 
 
-def main():
+def parser() -> argparse.ArgumentParser:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--steps", type=int, default=700, help="steps of the AGD run")
   p.add_argument("--width", type=int, default=64)
@@ -109,7 +109,11 @@ def main():
                  help="also evaluate the validation losses every N steps (0: at the end only)")
   p.add_argument("--keep_workdirs", default="", metavar="DIR",
                  help="keep each run's workdir under DIR (agd, alone_<task>) to read its metrics")
-  a = p.parse_args()
+  return p
+
+
+def main():
+  a = parser().parse_args()
   keep = lambda name: os.path.join(a.keep_workdirs, name) if a.keep_workdirs else ""
   fig = {"device": jax.devices()[0].device_kind, "agd_steps": a.steps, "width": a.width,
          "depth": a.depth, "batch": a.batch, "overrides": " ".join(a.set)}
