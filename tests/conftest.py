@@ -16,6 +16,17 @@ def pytest_configure(config):
   config.addinivalue_line("markers", "slow: end-to-end runs of the real command lines")
 
 
+def pytest_collection_modifyitems(session, config, items):
+  """Files with end-to-end tests first, the rest after, each group in its usual order.
+
+  tests/run.sh hands whole files to two workers in collection order; long files dealt
+  last leave one worker running alone at the end (alphabetically the SLURM, trainer and
+  workdir files come last). Longest first packs the two workers more evenly. The order is
+  deterministic, as xdist needs it to be the same on every worker."""
+  slow_files = {item.fspath for item in items if item.get_closest_marker("slow")}
+  items.sort(key=lambda item: item.fspath not in slow_files)  # stable: False sorts first
+
+
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory):
   """Data dir holding mm_world/tiny; a fixed path so every test module reuses one build."""
