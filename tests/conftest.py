@@ -27,3 +27,45 @@ def pytest_collection_modifyitems(session, config, items):
   slow_files = {item.fspath for item in items if item.get_closest_marker("slow")}
   items.sort(key=lambda item: ("slurm" not in item.fspath.basename,
                                item.fspath not in slow_files))  # stable sort
+
+
+@pytest.fixture(scope="session")
+def world_dir(tmp_path_factory):
+  """Data dir holding mm_world/tiny; a fixed path so every test module reuses one build."""
+  from mmjax.data import world
+  data_dir = tmp_path_factory.getbasetemp() / "mm_world_tiny"
+  world.prepare("tiny", str(data_dir))  # reuses the build if another module made it
+  return str(data_dir)
+
+
+def cli_env(**extra) -> dict:
+  env = dict(os.environ)
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  env.update({k: str(v) for k, v in extra.items()})
+  return env
+
+
+def run_cli(module: str, args: list[str], *, timeout: float = 300, check: bool = True,
+            env: dict | None = None) -> subprocess.CompletedProcess:
+  """Runs `python -m module args` as users do; bounded in time."""
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env or cli_env(),
+                        capture_output=True, text=True, timeout=timeout)
+  if check and proc.returncode != 0:
+    raise AssertionError(f"{module} {' '.join(args)} exited {proc.returncode}:\n"
+                         f"{proc.stderr[-4000:]}")
+  return proc
+
+
+def wait_for(predicate, timeout: float, what: str, describe=lambda: "", poll: float = 0.2):
+  """Polls `predicate` until true; after `timeout` s fails naming `what` (+ `describe()`)."""
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    if predicate():
+      return
+    time.sleep(poll)
+  raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{describe()}")
+
+
+def tiny_args(workdir, data_dir, *overrides) -> list[str]:
+  return ["--config", TINY, "--workdir", str(workdir),
+          f"--config.tasks.default.data.data_dir={data_dir}", *overrides]
