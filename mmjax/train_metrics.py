@@ -57,6 +57,16 @@ class MetricWindow:
     return costs
 
 
+@dataclasses.dataclass(frozen=True)
+class ClosedWindow:
+  """A log step's window of metrics, waiting for its steps to finish to be written."""
+  step: int           # the log step
+  window: MetricWindow
+  steps_added: int    # StepTimes.added when it closed
+  excluded_s: float   # not-stepping seconds (compile, eval) up to when it closed
+  totals: dict        # the run's accounting through its last step
+
+
 def mean_metrics(records: list[StepRecord]) -> dict:
   """{'train/<task>/<metric>': mean over the steps of that task}: each task keeps its own
   keys, whichever task came first in the window."""

@@ -13,10 +13,8 @@ device idle while the host writes). A non-finite step is found in the written wi
 from __future__ import annotations
 
 import collections
-import dataclasses
 import logging
 import os
-import signal
 import sys
 import time
 
@@ -41,8 +39,9 @@ from mmjax.scaling import flops as flops_lib
 from mmjax.progress import ProgressBar
 from mmjax.step_times import StepTimes
 from mmjax.task_settings import all_task_settings
-from mmjax.train_metrics import (Accounting, MetricWindow, StepCost, mean_metrics, perf_metrics,
-                                 task_perf_metrics)
+from mmjax.stop_signal import StopRequested
+from mmjax.train_metrics import (Accounting, ClosedWindow, MetricWindow, StepCost, mean_metrics,
+                                 perf_metrics, task_perf_metrics)
 from mmjax.train_step import init_state, make_train_step
 from mmjax.wallclock import WallClock
 from mmjax.watchdog import StepWatchdog
@@ -54,43 +53,6 @@ STOP_CHECK_EVERY_STEPS = 10  # default of config.stop_check_every_steps (older c
 
 class NonFiniteError(MmjaxError, FloatingPointError):
   """A step produced a NaN/Inf loss or gradient under nan_policy='halt'."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ClosedWindow:
-  """A log step's window of metrics, waiting for its steps to finish to be written."""
-  step: int           # the log step
-  window: MetricWindow
-  steps_added: int    # StepTimes.added when it closed
-  excluded_s: float   # not-stepping seconds (compile, eval) up to when it closed
-  totals: dict        # the run's accounting through its last step
-
-
-class StopRequested:
-  """Turns SIGTERM/SIGINT into a flag the loop's stop agreement reads (save, then exit)."""
-
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def __enter__(self):
-    for s in (signal.SIGTERM, signal.SIGINT):
-      try:
-        self._previous[s] = signal.signal(s, self._handle)
-      except ValueError:  # not the main thread (e.g. called from a test runner thread)
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    self.signum = signum
-
-  def __exit__(self, *exc):
-    for s, h in self._previous.items():
-      signal.signal(s, h)
-
-  def __bool__(self):
-    return self.signum is not None
 
 
 def save_failed(error: Exception, ckpt: Checkpointer) -> str:
