@@ -47,7 +47,9 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from report import print_figures  # noqa: E402
 
-from mmjax import config as config_lib, schedules, trainer  # noqa: E402
+from mmjax import schedules, trainer  # noqa: E402
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
 from mmjax.data import pipeline  # noqa: E402
 from mmjax.data.memory import InMemoryIterator  # noqa: E402
 
@@ -58,7 +60,7 @@ AGD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 def agd_config(variant: str, batch: int, steps: int, overrides=(), log_every: int = 10,
                threads: int = 0):
   """The recipe on one device, evals and checkpoints off, every task at `batch`."""
-  config = config_lib.load(f"{AGD}:{variant}", [
+  config = experiment.load(f"{AGD}:{variant}", [
       f"total_steps={steps}", f"log_every_steps={log_every}", "checkpoint.every_steps=10000000",
       "mesh.data=1", "optim.warmup_steps=2", "progress=False", *overrides])
   with config.unlocked():

@@ -37,14 +37,16 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from report import print_figures  # noqa: E402
 
-from mmjax import config as config_lib, trainer  # noqa: E402
+from mmjax import trainer  # noqa: E402
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
 
 AGD = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                    "configs", "mm_world_agd.py") + ":default"
 
 
 def quality_config(a, steps: int, tasks=None):
-  config = config_lib.load(AGD, [
+  config = experiment.load(AGD, [
       f"total_steps={steps}", f"log_every_steps={max(steps // 10, 1)}",
       f"checkpoint.every_steps={steps}", "progress=False", f"eval_batch_size={a.eval_batch}",
       f"model.width={a.width}", f"model.depth={a.depth}", f"model.num_heads={a.heads}",
@@ -61,7 +63,7 @@ def quality_config(a, steps: int, tasks=None):
     config.evals = ml_collections.ConfigDict({
         f"{t}_loss": dict(type="loss", task=t, split="validation", every_steps=every)
         for t in keep})
-  config_lib.validate(config)
+  experiment.validate(config)
   return config
 
 

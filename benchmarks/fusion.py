@@ -4,7 +4,7 @@
 
 For 2 modalities (text + image) and 3 (text + image + audio), one classification
 objective that fuses all of them in one pass, prints per fusion type: the analytic
-attention FLOPs of one training step (mmjax/scaling/flops.py: early fusion attends over
+attention FLOPs of one training step (mmjax/perf/flops.py: early fusion attends over
 sum L_m tokens at once, bottleneck per stream over L_m + n_b, late per stream over L_m),
 the analytic FLOPs of the whole step, XLA's count of the compiled step (CPU) and the step
 time (median of --steps, the three fusion types alternating so the machine's drift hits
@@ -27,13 +27,14 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from mmjax import objectives, optim, perf  # noqa: E402
+from mmjax import objectives, perf  # noqa: E402
+from mmjax.training import optimizer as optim
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
 from mmjax.models.model import build_model  # noqa: E402
 from mmjax.models.spec import ModelSpec  # noqa: E402
 from mmjax.models.trunks import TRUNKS  # noqa: E402
-from mmjax.scaling import flops as flops_lib  # noqa: E402
-from mmjax.train_step import init_state, make_train_step  # noqa: E402
+from mmjax.perf import flops as flops_lib  # noqa: E402
+from mmjax.training.step import init_state, make_train_step  # noqa: E402
 from report import print_figures  # noqa: E402
 
 MODALITIES = {"text": ModalitySpec("text", (64,), (), 259),

@@ -24,11 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mmjax import build, optim, sharding  # noqa: E402
-from mmjax import config as config_lib  # noqa: E402
+from mmjax import sharding  # noqa: E402
+from mmjax.experiment import build
+from mmjax.training import optimizer as optim
+from mmjax.config import recipe as config_lib  # noqa: E402
+from mmjax import experiment
 from mmjax.data import pipeline, workers  # noqa: E402
-from mmjax.train_step import make_train_step  # noqa: E402
-from mmjax.trainer import abstract_train_state  # noqa: E402
+from mmjax.training.step import make_train_step  # noqa: E402
+from mmjax.training.trainer import abstract_train_state  # noqa: E402
 
 
 def iterator_rate(data_cfg, batch_size: int, seed: int, worker_count: int, batches: int) -> float:
@@ -73,7 +76,7 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--steps", type=int, default=10)
   args, overrides = parser.parse_known_args()
-  config = config_lib.load(args.config, [o.removeprefix("--config.") for o in overrides])
+  config = experiment.load(args.config, [o.removeprefix("--config.") for o in overrides])
   task = config.tasks[args.task]
   auto = workers.resolve(workers.AUTO)
   rates = {0: [], -1: []}

@@ -4,10 +4,10 @@
   python benchmarks/mfu.py --batch 64 --dtype bfloat16   # an accelerator
 
 Prints a table, then (last line) one JSON object of the figures. MFU = analytic train
-FLOPs per second (mmjax/scaling/flops.py: every trunk pass, embeddings, heads; the same
+FLOPs per second (mmjax/perf/flops.py: every trunk pass, embeddings, heads; the same
 count the trainer logs) / the best FLOP/s of a square matmul measured in this process, in
-the same dtype (mmjax.perf.measured_peak, the trainer's CPU peak too). Where the device
-kind has a nominal peak (mmjax.perf.NOMINAL_PEAK), `mfu_nominal` is against that.
+the same dtype (mmjax.perf.peak.measured_peak, the trainer's CPU peak too). Where the device
+kind has a nominal peak (mmjax.perf.peak.NOMINAL_PEAK), `mfu_nominal` is against that.
 """
 from __future__ import annotations
 
@@ -26,12 +26,13 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from mmjax import objectives, optim, perf  # noqa: E402
+from mmjax import objectives, perf  # noqa: E402
+from mmjax.training import optimizer as optim
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
 from mmjax.models.model import build_model  # noqa: E402
 from mmjax.models.spec import Heads, ModelSpec  # noqa: E402
-from mmjax.scaling import flops as flops_lib  # noqa: E402
-from mmjax.train_step import init_state, make_train_step  # noqa: E402
+from mmjax.perf import flops as flops_lib  # noqa: E402
+from mmjax.training.step import init_state, make_train_step  # noqa: E402
 from report import print_figures  # noqa: E402
 
 PATCH = 8

@@ -30,10 +30,11 @@ from report import print_figures  # noqa: E402
 
 def trainer_config(width, depth, heads, tokens, batch, steps, devices):
   import ml_collections
-  from mmjax import config as config_lib
+  from mmjax.config import recipe as config_lib
+  from mmjax import experiment
   from mfu import PATCH
   side = int(round(tokens ** 0.5)) * PATCH
-  config = config_lib.load(os.path.join(os.path.dirname(HERE), "configs", "mm_world.py:tiny"), [
+  config = experiment.load(os.path.join(os.path.dirname(HERE), "configs", "mm_world.py:tiny"), [
       f"model.width={width}", f"model.depth={depth}", f"model.num_heads={heads}",
       f"model.mlp_dim={4 * width}", f"total_steps={steps}", "log_every_steps=2",
       "checkpoint.every_steps=100000", f"tasks.default.batch_size={batch}",
@@ -44,14 +45,14 @@ def trainer_config(width, depth, heads, tokens, batch, steps, devices):
     config.tasks.default.objectives = ml_collections.ConfigDict(
         {"cls": dict(type="classification", inputs=("image",), label="label", num_classes=10)})
     config.evals = ml_collections.ConfigDict()
-  config_lib.validate(config)
+  experiment.validate(config)
   return config
 
 
 def child(a) -> dict:
   import jax
   from mfu import measure
-  from mmjax import trainer
+  from mmjax.training import trainer
   from mmjax.data.memory import InMemoryIterator, synthetic_batch
   bench = measure(a.width, a.depth, a.heads, a.tokens, a.batch, "float32", a.bench_steps)
   config = trainer_config(a.width, a.depth, a.heads, a.tokens, a.batch, a.steps,

@@ -33,8 +33,8 @@ from mmjax.models.ffn.mlp import MlpConfig  # noqa: E402
 from mmjax.models.ffn.moe import MoeConfig  # noqa: E402
 from mmjax.models.model import build_model  # noqa: E402
 from mmjax.models.spec import Heads, ModelSpec  # noqa: E402
-from mmjax.scaling import flops as flops_lib  # noqa: E402
-from mmjax.train_step import init_state, make_train_step  # noqa: E402
+from mmjax.perf import flops as flops_lib  # noqa: E402
+from mmjax.training.step import init_state, make_train_step  # noqa: E402
 
 
 def variants(a) -> dict:
@@ -118,7 +118,7 @@ def main():
   peak = perf.measured_peak(a.dtype, (1024, 2048), seconds=1.0)
   fig["dense_mfu"] = runs["dense"]["flops"] / float(np.median(dense)) / peak
   best = min((k for k in runs if k.startswith("dropless")), key=lambda k: fig[f"{k}/step_s"])
-  # Active FLOPs only (mmjax/scaling/flops.py counts the experts a token is sent to).
+  # Active FLOPs only (mmjax/perf/flops.py counts the experts a token is sent to).
   fig["moe_mfu_active"] = runs[best]["flops"] / fig[f"{best}/step_s"] / peak
   fig["dropless_ratio_to_dense"] = fig[f"{best}/ratio_to_dense"]
   print(json.dumps(fig))

@@ -33,17 +33,22 @@ import jax  # noqa: E402
 from report import print_figures  # noqa: E402
 import ml_collections  # noqa: E402
 
-from mmjax import build, config as config_lib, optim, sharding, trainer  # noqa: E402
+from mmjax import trainer  # noqa: E402
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.training import optimizer as optim
+from mmjax.runtime import sharding
 from mmjax.data.memory import InMemoryIterator, synthetic_batch  # noqa: E402
 from mmjax.models import axes  # noqa: E402
-from mmjax.train_step import make_train_step  # noqa: E402
+from mmjax.training.step import make_train_step  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "configs", "mm_world.py") + ":tiny"
 
 
 def overhead_config(steps: int, batch: int):
-  config = config_lib.load(TINY, [
+  config = experiment.load(TINY, [
       f"total_steps={steps}", "log_every_steps=25", "checkpoint.every_steps=200",
       f"tasks.default.batch_size={batch}", "mesh.data=1", "optim.warmup_steps=2"])
   with config.unlocked():

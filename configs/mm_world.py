@@ -10,7 +10,7 @@ Variants:
 """
 import ml_collections as mlc
 
-from mmjax import sharding
+from mmjax.runtime import sharding
 
 
 def _data(name: str):

@@ -2,7 +2,7 @@
 # launch/tpu_pod.sh --name NAME --zone ZONE [options] -- --config CONFIG --workdir DIR [train args ...]
 #
 # Runs `python -m mmjax.train` on every worker of a Cloud TPU VM slice (one process per host;
-# JAX finds the others through the TPU metadata, see mmjax/distributed.py). Steps, in order:
+# JAX finds the others through the TPU metadata, see mmjax/runtime/distributed.py). Steps, in order:
 #   --create            create the TPU VM (--accelerator-type, --version, --spot)
 #   (always)            copy this repository to every worker, install requirements + jax[tpu]
 #                       (skip with --no-install when the workers already have this code)

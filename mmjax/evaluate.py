@@ -20,15 +20,20 @@ FLAGS = flags.FLAGS
 
 def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
   import jax
-  from mmjax import build, config as config_lib, evaluators, optim, sharding
-  from mmjax import workdir as workdir_lib
-  from mmjax.checkpoint import Checkpointer, bytes_read
-  from mmjax.trainer import abstract_train_state, with_shardings
+  from mmjax import evaluators
+  from mmjax.experiment import build
+  from mmjax.config import recipe as config_lib
+  from mmjax import experiment
+  from mmjax.training import optimizer as optim
+  from mmjax.runtime import sharding
+  from mmjax.checkpoint import workdir as workdir_lib
+  from mmjax.checkpoint.checkpointer import Checkpointer, bytes_read
+  from mmjax.training.trainer import abstract_train_state, with_shardings
 
   config = workdir_lib.read_config(workdir)
   for o in overrides:
     config_lib.apply_override(config, o)
-  config_lib.validate(config)
+  experiment.validate(config)
   # Read-only: a trainer may be writing this workdir right now (no cleanup, no deletion).
   ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), read_only=True)
   try:
@@ -60,7 +65,7 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
 
 
 def main(argv: list[str]) -> int:
-  from mmjax import cli
+  from mmjax.config import cli
   overrides = cli.parse(argv)
   if not FLAGS.workdir:
     cli.fail("--workdir is required, e.g. python -m mmjax.evaluate --workdir workdirs/mm_world")

@@ -25,13 +25,15 @@ FLAGS = flags.FLAGS
 
 
 def print_schedule(spec: str | None, overrides: list[str], steps: int) -> int:
-  from mmjax import cli, schedules
-  from mmjax import config as config_lib
+  from mmjax import schedules
+  from mmjax.config import cli
+  from mmjax.config import recipe as config_lib
+  from mmjax import experiment
   if not spec or steps < 0:
     cli.fail("--print_schedule N needs --config and N >= 0, e.g. python -m mmjax.train "
              "--config configs/mm_world.py:tiny --print_schedule 20")
   try:
-    config = config_lib.load(spec, overrides)
+    config = experiment.load(spec, overrides)
     print(schedules.preview(schedules.make_schedule(config), list(config.tasks), steps))
   except config_lib.ConfigError as e:
     cli.fail(str(e))
@@ -39,7 +41,7 @@ def print_schedule(spec: str | None, overrides: list[str], steps: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-  from mmjax import cli
+  from mmjax.config import cli
   overrides = cli.parse(argv)
   if FLAGS.print_schedule is not None:
     return print_schedule(FLAGS.config, overrides, FLAGS.print_schedule)
@@ -49,14 +51,15 @@ def main(argv: list[str]) -> int:
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                       stream=sys.stderr)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file at INFO
-  from mmjax import config as config_lib
-  from mmjax import workdir as workdir_lib
+  from mmjax.config import recipe as config_lib
+  from mmjax.checkpoint import workdir as workdir_lib
   try:
     workdir_lib.check_usable(FLAGS.workdir)
-    config = config_lib.load(FLAGS.config, overrides)
+    config = experiment.load(FLAGS.config, overrides)
   except (config_lib.ConfigError, workdir_lib.WorkdirError) as e:
     cli.fail(str(e))
-  from mmjax import distributed, trainer
+  from mmjax.runtime import distributed
+  from mmjax.training import trainer
   from mmjax.errors import MmjaxError
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,

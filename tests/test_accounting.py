@@ -10,10 +10,15 @@ import jax.numpy as jnp
 import pytest
 from flax import nnx
 
-from mmjax import build, config as config_lib, objectives as objectives_lib, optim, perf
+from mmjax import objectives as objectives_lib
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.training import optimizer as optim
+from mmjax.perf import peak as perf
 from mmjax.models.model import build_model
-from mmjax.scaling import flops
-from mmjax.train_step import init_state, make_train_step
+from mmjax.perf import flops
+from mmjax.training.step import init_state, make_train_step
 from tests.conftest import TINY
 
 WIDTH_128 = ["model.width=128", "model.num_heads=4", "model.mlp_dim=512", "model.embed_dim=128"]
@@ -23,7 +28,7 @@ MASKED = {"mt": dict(type="masked", modality="text", ratio=0.5),
 
 
 def analytic_and_xla(overrides, objectives_cfg=None, batch=16):
-  config = config_lib.load(TINY, overrides)
+  config = experiment.load(TINY, overrides)
   objs = build.task_objectives(config)["default"]
   if objectives_cfg is not None:
     objs = objectives_lib.make_objectives(objectives_cfg, KINDS)
@@ -73,10 +78,10 @@ def test_analytic_flops_of_every_trunk_agree_with_xla(overrides, objectives_cfg)
 
 
 def test_bottleneck_attention_is_the_streams_not_the_joint_sequence():
-  config = config_lib.load(TINY, ["model.fusion.type=bottleneck", "model.fusion.num_bottlenecks=4"])
+  config = experiment.load(TINY, ["model.fusion.type=bottleneck", "model.fusion.num_bottlenecks=4"])
   spec = build.model_spec(config)
   assert spec.fusion.layer_sequences({"video": 32, "audio": 16}, 2) == [[36, 20], [36, 20]]
-  late = build.model_spec(config_lib.load(TINY, ["model.fusion.type=late"])).fusion
+  late = build.model_spec(experiment.load(TINY, ["model.fusion.type=late"])).fusion
   assert late.layer_sequences({"video": 32, "audio": 16}, 1) == [[32, 16]]
 
 
@@ -87,7 +92,7 @@ def test_every_trunk_pass_of_each_objective_is_counted():
       "mt": dict(type="masked", modality="text")}, KINDS)
   assert [o.forward_passes() for o in objs] == [(("text",), ("image",)),
                                                 (("video", "audio"),), (("text",),)]
-  config = config_lib.load(TINY)
+  config = experiment.load(TINY)
   spec = build.model_spec(config, {"default": objs})
   shapes = {"text": (8, 48), "image": (8, 32, 32, 3), "video": (8, 4, 16, 16, 3),
             "audio": (8, 32, 32)}
@@ -133,10 +138,10 @@ def test_known_devices_use_the_nominal_peak_times_the_device_count(kind, dtype, 
 
 
 def test_active_parameters_leave_out_the_experts_a_token_is_not_sent_to():
-  from mmjax.trainer import abstract_train_state
+  from mmjax.training.trainer import abstract_train_state
   counts = {}
   for variant in ("tiny_early", "tiny_early_moe"):
-    config = config_lib.load(TINY.replace("mm_world.py:tiny", f"mm_world_fusion.py:{variant}"))
+    config = experiment.load(TINY.replace("mm_world.py:tiny", f"mm_world_fusion.py:{variant}"))
     spec = build.model_spec(config)
     _, _, abstract = abstract_train_state(config, spec, optim.make_optimizer(config.optim, 10))
     total = flops.param_count(abstract.params)

@@ -13,7 +13,10 @@ import ml_collections
 import pytest
 from jax._src import dispatch
 
-from mmjax import config as config_lib, schedules, trainer
+from mmjax import schedules
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.training import trainer
 from mmjax.data.memory import InMemoryIterator, synthetic_batch
 from tests.conftest import ROOT
 
@@ -40,7 +43,7 @@ class StepCompiles:
 
 
 def two_task_config(total_steps: int):
-  config = config_lib.load(TWO_TASKS, [f"total_steps={total_steps}", "log_every_steps=5",
+  config = experiment.load(TWO_TASKS, [f"total_steps={total_steps}", "log_every_steps=5",
                                        "checkpoint.every_steps=100",
                                        "prefetch_batches=2"])
   with config.unlocked():

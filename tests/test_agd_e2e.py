@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from mmjax import config as config_lib, schedules
+from mmjax import schedules
+from mmjax.config import recipe as config_lib
 from tests.conftest import ROOT, run_cli
 from tests.test_train_e2e import killed_and_resumed_matches_uninterrupted, read_metrics
 

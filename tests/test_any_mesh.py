@@ -4,10 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax import build, config as config_lib, optim, sharding, train_step
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.training import optimizer as optim
+from mmjax.runtime import sharding
+from mmjax.training import step as train_step
 from mmjax.data import pipeline
-from mmjax.models import axes
-from mmjax.trainer import abstract_train_state, with_shardings
+from mmjax.models import logical_axes as axes
+from mmjax.training.trainer import abstract_train_state, with_shardings
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8,
@@ -16,7 +21,7 @@ STEPS = 20
 
 
 def loss_curve(world_dir, mesh_sizes, *overrides, steps=STEPS, devices=None):
-  config = config_lib.load(TINY, [f"tasks.default.data.data_dir={world_dir}", *overrides])
+  config = experiment.load(TINY, [f"tasks.default.data.data_dir={world_dir}", *overrides])
   mesh = sharding.make_mesh(mesh_sizes, devices)
   spec = build.model_spec(config)
   objectives = build.task_objectives(config)["default"]

@@ -5,10 +5,14 @@ import time
 import jax
 import pytest
 
-from mmjax import build, config as config_lib, optim, trainer
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.training import optimizer as optim
+from mmjax.training import trainer
 from mmjax.data import pipeline
-from mmjax.models import axes
-from mmjax.config import ConfigError
+from mmjax.models import logical_axes as axes
+from mmjax.config.recipe import ConfigError
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8,
@@ -16,7 +20,7 @@ pytestmark = pytest.mark.skipif(jax.device_count() < 8,
 
 
 def compile_only(world_dir, tmp_path, *overrides):
-  config = config_lib.load(TINY, [f"tasks.default.data.data_dir={world_dir}", *overrides])
+  config = experiment.load(TINY, [f"tasks.default.data.data_dir={world_dir}", *overrides])
   return trainer.train(config, str(tmp_path), compile_only=True)["default"]
 
 
@@ -69,7 +73,7 @@ def grain_threads() -> list[str]:
 
 def test_compile_only_of_an_moe_recipe_splits_experts_and_closes_its_input(
     world_dir, tmp_path, capsys):
-  config = config_lib.load("configs/mm_world_fusion.py:tiny_early_moe", [
+  config = experiment.load("configs/mm_world_fusion.py:tiny_early_moe", [
       f"tasks.default.data.data_dir={world_dir}", "mesh.data=2", "mesh.expert=4"])
   task = config.tasks.default
   # Held here, so only close() (not garbage collection) can stop its read-ahead threads.

@@ -9,7 +9,7 @@ import pytest
 from flax import nnx
 
 from mmjax import objectives
-from mmjax.models.aux import Aux
+from mmjax.models.aux_outputs import Aux
 from mmjax.models.model import build_model
 from mmjax.models.spec import ModelSpec
 from tests.test_models import MODALITIES

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from mmjax.data import decode, pipeline, preprocess, resize, sources, workers
-from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.data import text_tokenizer as tokenizer_lib
 
 SPEC = {
     "image": {"op": "image", "from": "image", "size": 24, "crop": "random"},

@@ -3,16 +3,18 @@ import json
 
 import pytest
 
-from mmjax import build, config as config_lib
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
 from mmjax.errors import ConfigError
 from mmjax.models.ffn.mlp import MlpConfig
 from tests.conftest import TINY
 
 
 def test_a_field_the_recipe_left_at_its_default_can_be_set_from_the_command_line():
-  c = config_lib.load(TINY, ["model.ffn.activation=relu"])  # recipe's ffn has only `type`
+  c = experiment.load(TINY, ["model.ffn.activation=relu"])  # recipe's ffn has only `type`
   assert build.model_spec(c).ffn == MlpConfig(activation="relu")
-  assert build.model_spec(config_lib.load(TINY)).ffn == MlpConfig()  # the dataclass default
+  assert build.model_spec(experiment.load(TINY)).ffn == MlpConfig()  # the dataclass default
 
 
 def test_objective_heads_do_not_depend_on_objective_names():
@@ -23,15 +25,15 @@ def test_objective_heads_do_not_depend_on_objective_names():
       objs[new] = objs[old]
       del objs[old]
     renamed.evals.classification.objective = "va_label"
-  config_lib.validate(renamed)
-  assert build.model_spec(renamed).heads == build.model_spec(config_lib.load(TINY)).heads
+  experiment.validate(renamed)
+  assert build.model_spec(renamed).heads == build.model_spec(experiment.load(TINY)).heads
   heads = build.model_spec(renamed).heads
   assert heads.class_heads == {"label": 20} and heads.contrastive_scales == ("text_image",)
 
 
 def _old_layout_json() -> str:
   """config.json as the version before component sections wrote it."""
-  d = json.loads(config_lib.to_json(config_lib.load(TINY)))
+  d = json.loads(config_lib.to_json(experiment.load(TINY)))
   d["model"]["fusion"] = "early"
   del d["model"]["ffn"], d["schedule"]
   for o in d["tasks"]["default"]["objectives"].values():
@@ -41,7 +43,7 @@ def _old_layout_json() -> str:
 
 def test_an_old_layout_is_upgraded_keeping_its_head_names_and_task_draws(caplog):
   old = config_lib.from_json(_old_layout_json())
-  config_lib.validate(old)
+  experiment.validate(old)
   assert old.model.fusion.type == "early" and old.schedule.type == "sampled"
   heads = build.model_spec(old).heads
   # Checkpoints of that version named heads after objectives: they still restore.
@@ -62,4 +64,4 @@ def test_an_old_layout_is_upgraded_keeping_its_head_names_and_task_draws(caplog)
 ])
 def test_component_errors_name_the_full_key(override, message):
   with pytest.raises(ConfigError, match=message):
-    config_lib.load(TINY, [override])
+    experiment.load(TINY, [override])

@@ -1,12 +1,13 @@
 """Recipes load, overrides apply with the right types, and bad input names the key."""
 import pytest
 
-from mmjax import config as config_lib
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
 from tests.conftest import TINY
 
 
 def load(*overrides):
-  return config_lib.load(TINY, list(overrides))
+  return experiment.load(TINY, list(overrides))
 
 
 def test_tiny_recipe_loads_and_overrides_parse_by_type():
@@ -53,15 +54,15 @@ def test_bad_overrides_fail_naming_the_key(override, message):
 
 def test_unknown_variant_and_missing_file():
   with pytest.raises(ValueError, match="unknown variant 'huge'; valid: default, tiny"):
-    config_lib.load(TINY.replace(":tiny", ":huge"))
+    experiment.load(TINY.replace(":tiny", ":huge"))
   with pytest.raises(config_lib.ConfigError, match="no file"):
-    config_lib.load("configs/nope.py:tiny")
+    experiment.load("configs/nope.py:tiny")
 
 
 def test_config_json_round_trip():
   c = load()
   back = config_lib.from_json(config_lib.to_json(c))
-  config_lib.validate(back)
+  experiment.validate(back)
   assert back.model.to_dict() == config_lib.from_json(config_lib.to_json(c)).model.to_dict()
   assert back.model.width == c.model.width
 
@@ -72,4 +73,4 @@ def test_an_objective_whose_modality_the_data_does_not_make_is_refused():
     del c.tasks.default.data.preprocess["audio"]
   with pytest.raises(config_lib.ConfigError,
                      match="objective 'av_label' needs batch key 'audio'.*preprocess only makes"):
-    config_lib.validate(c)
+    experiment.validate(c)

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from mmjax.data import pipeline
 from mmjax.data import preprocess
 from mmjax.data import sources
-from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.data import text_tokenizer as tokenizer_lib
 
 SPEC = {
     "image": {"op": "image", "from": "image", "size": 32},

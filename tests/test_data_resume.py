@@ -3,7 +3,8 @@ continued by another with nothing repeated or lost."""
 
 import pytest
 
-from mmjax import config as config_lib
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
 from mmjax.data import pipeline
 from tests.conftest import TINY
 
@@ -12,7 +13,7 @@ ID_SPEC = dict(image=dict(op="image", size=32, **{"from": "image"}),
 
 
 def cfg(world_dir, worker_count=0):
-  c = config_lib.load(TINY, [f"tasks.default.data.data_dir={world_dir}"]).tasks.default.data
+  c = experiment.load(TINY, [f"tasks.default.data.data_dir={world_dir}"]).tasks.default.data
   with c.unlocked():
     c.preprocess = ID_SPEC
     c.worker_count = worker_count

@@ -148,13 +148,14 @@ def test_every_caption_fits_the_recipes_text_length():
   # A truncated caption can lose its position ("bottom" vs "bottom right"), which makes
   # retrieval targets ambiguous; the recipes' max_len must hold every caption + bos/eos.
   import itertools
-  from mmjax import config as config_lib
+  from mmjax.config import recipe as config_lib
+  from mmjax import experiment
   from tests.conftest import TINY
   longest = max(len(t.format(shape=s, colour=c, size=z, position=p).encode())
                 for t in render.TEMPLATES
                 for s, c, z, p in itertools.product(render.SHAPES, render.COLOURS, render.SIZES,
                                                     render.POSITIONS))
   for variant in ("tiny", "default"):
-    cfg = config_lib.load(TINY.replace(":tiny", f":{variant}"))
+    cfg = experiment.load(TINY.replace(":tiny", f":{variant}"))
     assert longest + 2 <= cfg.tasks.default.data.preprocess.text.max_len
     assert cfg.tasks.default.data.preprocess.text.max_len == cfg.model.modalities.text.shape[0]

@@ -4,12 +4,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax import config as config_lib
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
 from mmjax import objectives
 from mmjax.errors import ConfigError
 from mmjax.models.model import build_model
 from mmjax.models.spec import ModelSpec
-from mmjax.models.tokens import TokenInfo
+from mmjax.models.token_info import TokenInfo
 from mmjax.models.trunks import TRUNKS
 from mmjax.objectives.matching import negative_partners
 from tests.conftest import TINY
@@ -101,7 +102,7 @@ def test_bottleneck_with_fusion_layer_at_depth_is_late_fusion():
 ])
 def test_fusion_config_errors(override, message):
   with pytest.raises(ConfigError, match=message):
-    config_lib.load(TINY, override)
+    experiment.load(TINY, override)
 
 
 def test_bottleneck_fusion_needs_two_modalities_in_the_model():
@@ -150,7 +151,7 @@ def test_fusion_recipe_reads_only_text_image_and_content_and_scores_the_test_spl
   from tests.conftest import ROOT
   recipe = os.path.join(ROOT, "configs", "mm_world_fusion.py")
   for variant in ("early", "tiny_late_moe"):
-    c = config_lib.load(f"{recipe}:{variant}")
+    c = experiment.load(f"{recipe}:{variant}")
     assert sorted(c.tasks.default.data.preprocess) == ["content_id", "image", "text"]
     assert sorted(c.model.modalities) == ["image", "text"]
     assert c.evals.loss.split == "test" == c.tasks.default.data.eval_split

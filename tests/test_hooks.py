@@ -7,11 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mmjax import build, config as config_lib, optim, schedules, trainer
+from mmjax import schedules
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.training import optimizer as optim
+from mmjax.training import trainer
 from mmjax.data.memory import InMemoryIterator, synthetic_batch
-from mmjax.hooks import Hooks
-from mmjax.train_metrics import Accounting, StepCost, StepRecord, mean_metrics, perf_metrics
-from mmjax.train_step import make_train_step
+from mmjax.training.hooks import Hooks
+from mmjax.training.metric_windows import Accounting, StepCost, StepRecord, mean_metrics, perf_metrics
+from mmjax.training.step import make_train_step
 from tests.conftest import ROOT, TINY
 
 TWO_TASKS = f"{ROOT}/tests/recipes/two_tasks.py"
@@ -47,7 +52,7 @@ def test_mfu_is_analytic_flops_over_the_peak_of_all_devices():
 
 
 def test_accounting_counts_steps_before_a_resume_by_replaying_the_schedule():
-  config = config_lib.load(TWO_TASKS)
+  config = experiment.load(TWO_TASKS)
   schedule = schedules.make_schedule(config)
   costs = {"default": StepCost(16, 1408, 1e8), "masked_text": StepCost(16, 768, 3e7)}
   whole = Accounting(schedule, 0)
@@ -61,7 +66,7 @@ def test_accounting_counts_steps_before_a_resume_by_replaying_the_schedule():
 
 
 def _tiny_step(freeze: bool):
-  config = config_lib.load(TINY, ["optim.warmup_steps=0"])  # the first update is not 0
+  config = experiment.load(TINY, ["optim.warmup_steps=0"])  # the first update is not 0
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
@@ -93,7 +98,7 @@ def test_in_memory_iterator_resumes_at_its_position():
 
 
 def test_host_schedule_reads_the_learning_rate_of_any_step_across_chunks():
-  cfg = config_lib.load(TINY, ["total_steps=300", "optim.warmup_steps=20"]).optim
+  cfg = experiment.load(TINY, ["total_steps=300", "optim.warmup_steps=20"]).optim
   schedule = optim.learning_rate_schedule(cfg, 300)
   host = optim.HostSchedule(schedule, chunk=64)
   for step in (0, 19, 20, 63, 64, 65, 200, 127, 299):  # back and forth over chunk edges

@@ -1,5 +1,5 @@
 """The launchers' own behaviour, without a cluster: argument handling, the TPU pod script's
---dry-run commands, the sbatch header, and environment detection in mmjax.distributed."""
+--dry-run commands, the sbatch header, and environment detection in mmjax.runtime.distributed."""
 from __future__ import annotations
 
 import os
@@ -119,7 +119,7 @@ def clean_env(monkeypatch, **env):
 
 
 def test_cluster_detection(monkeypatch):
-  from mmjax import distributed
+  from mmjax.runtime import distributed
   clean_env(monkeypatch)
   assert distributed.cluster_environment() is None
   clean_env(monkeypatch, **SLURM_STEP)
@@ -138,7 +138,7 @@ def test_cluster_detection(monkeypatch):
 
 
 def test_slurm_gpu_assignment(monkeypatch):
-  from mmjax import distributed
+  from mmjax.runtime import distributed
   clean_env(monkeypatch, **SLURM_STEP)
   assert distributed.slurm_local_device_ids() is None  # CPU: nothing to choose
   clean_env(monkeypatch, **SLURM_STEP, CUDA_VISIBLE_DEVICES="0,1")
@@ -151,7 +151,7 @@ def test_slurm_gpu_assignment(monkeypatch):
 
 
 def test_single_process_needs_no_initialisation(monkeypatch):
-  from mmjax import distributed
+  from mmjax.runtime import distributed
   clean_env(monkeypatch)
   distributed.initialize()  # no flags, no cluster: returns without touching jax.distributed
   assert distributed.any_process(True) and not distributed.any_process(False)

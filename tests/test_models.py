@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mmjax.models import axes, tokenizers
+from mmjax.models import logical_axes as axes
+from mmjax.models import patchify as tokenizers
 from mmjax.models.embedders import ModalitySpec
 from mmjax.models.model import build_model
 from mmjax.models.spec import Heads, ModelSpec

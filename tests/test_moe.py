@@ -7,14 +7,17 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mmjax import build, config as config_lib, objectives
-from mmjax.config import ConfigError
+from mmjax import objectives
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.config.recipe import ConfigError
 from mmjax.models.ffn.mlp import Mlp
 from mmjax.models.ffn.moe import MoeConfig, dispatch, moe_param_counts, router
 from mmjax.models.ffn.moe.layer import MoeFfn, capacity
 from mmjax.models.model import build_model
 from mmjax.models.spec import ModelSpec
-from mmjax.models.tokens import TokenInfo
+from mmjax.models.token_info import TokenInfo
 from tests.conftest import TINY
 from tests.test_models import MODALITIES
 from tests.test_objectives import batch
@@ -273,12 +276,12 @@ def test_parameter_counts_match_the_built_layers():
 ])
 def test_bad_moe_settings_fail_at_config_time(override, message):
   with pytest.raises(ConfigError, match=message):
-    build.model_spec(config_lib.load(TINY, ["model.ffn.type=moe", override]))
+    build.model_spec(experiment.load(TINY, ["model.ffn.type=moe", override]))
 
 
 def test_an_moe_key_while_moe_is_off_names_its_owner():
   with pytest.raises(ConfigError, match="belongs to feed-forward type 'moe', not 'mlp'"):
-    build.model_spec(config_lib.load(TINY, ["model.ffn.num_experts=8"]))
+    build.model_spec(experiment.load(TINY, ["model.ffn.num_experts=8"]))
 
 
 def test_expert_choice_refuses_a_causal_trunk():
@@ -299,6 +302,6 @@ def test_moe_recipe_variants_parse():
   from tests.conftest import ROOT
   recipe = os.path.join(ROOT, "configs", "mm_world_fusion.py")
   for fusion in ("early", "bottleneck", "late"):
-    tiny = build.model_spec(config_lib.load(f"{recipe}:tiny_{fusion}_moe")).ffn
+    tiny = build.model_spec(experiment.load(f"{recipe}:tiny_{fusion}_moe")).ffn
     assert isinstance(tiny, MoeConfig) and tiny.num_experts == 4
-    assert build.model_spec(config_lib.load(f"{recipe}:{fusion}_moe")).ffn.every == 2
+    assert build.model_spec(experiment.load(f"{recipe}:{fusion}_moe")).ffn.every == 2

@@ -43,10 +43,11 @@ def test_errors_reach_the_consumer():
 
 def test_resuming_from_a_prefetched_state_gives_the_next_real_batch(world_dir):
   import numpy as np
-  from mmjax import config as config_lib
+  from mmjax.config import recipe as config_lib
+  from mmjax import experiment
   from mmjax.data import pipeline
   from tests.conftest import TINY
-  cfg = config_lib.load(TINY, [f"tasks.default.data.data_dir={world_dir}"]).tasks.default.data
+  cfg = experiment.load(TINY, [f"tasks.default.data.data_dir={world_dir}"]).tasks.default.data
   make = lambda: pipeline.make_train_iterator(cfg, batch_size=8, seed=3)
   p = Prefetcher(make(), depth=2)
   try:

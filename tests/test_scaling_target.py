@@ -5,8 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from mmjax.components import FieldError
-from mmjax.data.tokenizer import ByteTokenizer
+from mmjax.config.registry import FieldError
+from mmjax.data.text_tokenizer import ByteTokenizer
 from mmjax.objectives.masked import Masked, whole_word_mask, word_separators
 from mmjax.scaling import caption_floor
 

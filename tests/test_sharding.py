@@ -5,8 +5,8 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from mmjax import sharding
-from mmjax.models import axes
+from mmjax.runtime import sharding
+from mmjax.models import logical_axes as axes
 from tests.test_models import small_model
 
 

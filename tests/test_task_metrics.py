@@ -8,9 +8,9 @@ import time
 import jax.numpy as jnp
 import pytest
 
-from mmjax.progress import ProgressBar
-from mmjax.step_times import StepTimes, WindowTimes
-from mmjax.train_metrics import StepCost, task_perf_metrics
+from mmjax.training.progress import ProgressBar
+from mmjax.perf.step_times import StepTimes, WindowTimes
+from mmjax.training.metric_windows import StepCost, task_perf_metrics
 
 
 def test_step_times_sum_per_task_and_reset_on_take():

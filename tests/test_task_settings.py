@@ -12,16 +12,21 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from mmjax import build, config as config_lib, optim, token_drop, train_step
+from mmjax.experiment import build
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
+from mmjax.training import optimizer as optim
+from mmjax.training import token_drop
+from mmjax.training import step as train_step
 from mmjax.data import pipeline
 from mmjax.errors import ConfigError
 from mmjax.evaluators.common import EvalContext
 from mmjax.evaluators.loss import EvalLoss, EvalLossConfig
-from mmjax.models import tokenizers
+from mmjax.models import patchify as tokenizers
 from mmjax.objectives.base import KEEP_SUFFIX
-from mmjax.scaling import flops
-from mmjax.sharding import make_mesh
-from mmjax.trainer import abstract_train_state
+from mmjax.perf import flops
+from mmjax.runtime.sharding import make_mesh
+from mmjax.training.trainer import abstract_train_state
 from tests.conftest import ROOT, TINY
 from tests.test_train_e2e import final_params
 
@@ -30,7 +35,7 @@ TWO_TASKS = os.path.join(ROOT, "tests", "recipes", "two_tasks.py")
 
 def _load(world_dir, *overrides, recipe=TINY):
   tasks = ("default", "masked_text") if recipe == TWO_TASKS else ("default",)
-  return config_lib.load(recipe, [f"tasks.{t}.data.data_dir={world_dir}" for t in tasks]
+  return experiment.load(recipe, [f"tasks.{t}.data.data_dir={world_dir}" for t in tasks]
                          + list(overrides))
 
 
@@ -159,15 +164,15 @@ def test_seed_offset_changes_the_data_order_only_of_its_task(world_dir):
   data = config.tasks.default.data
   first = lambda seed: next(pipeline.make_train_iterator(data, batch_size=16, seed=seed))["text"]
   assert not np.array_equal(first(0), first(3))
-  settings = config_lib.load(TWO_TASKS, [f"tasks.masked_text.data.data_dir={world_dir}",
+  settings = experiment.load(TWO_TASKS, [f"tasks.masked_text.data.data_dir={world_dir}",
                                          "tasks.masked_text.seed_offset=3"])
-  from mmjax.task_settings import all_task_settings
+  from mmjax.config.task_settings import all_task_settings
   seeds = {t: s.seed(settings.seed) for t, s in all_task_settings(settings).items()}
   assert seeds == {"default": 0, "masked_text": 3}
 
 
 def _train(config, workdir):
-  from mmjax import trainer
+  from mmjax.training import trainer
   with config.unlocked():
     config.evals = ml_collections.ConfigDict()  # nothing to compile but the steps
     config.progress = False
@@ -253,4 +258,4 @@ def test_a_misspelt_task_key_in_a_recipe_is_refused(world_dir):
     config.tasks.default.lr_multipler = 2.0
   with pytest.raises(ConfigError, match=r"unknown config key tasks.default.lr_multipler.*"
                                         r"did you mean 'lr_multiplier'"):
-    config_lib.validate(config)
+    experiment.validate(config)

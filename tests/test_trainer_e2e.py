@@ -8,7 +8,9 @@ import os
 
 import pytest
 
-from mmjax import config as config_lib, schedules
+from mmjax import schedules
+from mmjax.config import recipe as config_lib
+from mmjax import experiment
 from tests.conftest import ROOT, run_cli, tiny_args
 from tests.test_train_e2e import read_metrics
 
@@ -27,7 +29,7 @@ def test_two_tasks_each_keep_their_metrics_and_counts_survive_a_resume(world_dir
   whole = tmp_path / "whole"
   proc = run_cli("mmjax.train", two_task_args(whole, world_dir))
   assert proc.stderr.count("compiled the step of task") == 2  # once per task, never again
-  schedule = schedules.make_schedule(config_lib.load(TWO_TASKS))
+  schedule = schedules.make_schedule(experiment.load(TWO_TASKS))
   rows = [r for r in read_metrics(whole) if "perf/mfu" in r]
   assert [r["step"] for r in rows] == [4, 8, 12]
   for r in rows:

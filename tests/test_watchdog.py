@@ -2,7 +2,7 @@
 import threading
 import time
 
-from mmjax.watchdog import EXIT_CODE, PeerHeartbeats, StepWatchdog
+from mmjax.runtime.watchdog import EXIT_CODE, PeerHeartbeats, StepWatchdog
 
 
 def make(timeout):

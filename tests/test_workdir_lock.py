@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from mmjax import workdir_lock
-from mmjax.workdir_lock import WorkdirLock, WorkdirLockedError
+from mmjax.checkpoint import workdir_lock
+from mmjax.checkpoint.workdir_lock import WorkdirLock, WorkdirLockedError
 
 
 def write_lock(workdir, **record):
@@ -58,7 +58,7 @@ def test_a_requeued_slurm_job_takes_over_its_earlier_incarnation(tmp_path, monke
 
 
 def test_restored_non_finite_values_are_named():
-  from mmjax.verified_restore import nonfinite_leaves
+  from mmjax.checkpoint.verified_restore import nonfinite_leaves
   tree = {"params": {"w": np.ones(3, np.float32), "b": np.array([1.0, np.inf], np.float32)},
           "step": np.int32(3)}
   assert nonfinite_leaves(tree) == ["params/b"]

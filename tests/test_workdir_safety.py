@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from mmjax import checkpoint_verify
+from mmjax.checkpoint import checksums as checkpoint_verify
 from tests.conftest import ROOT, cli_env, run_cli, tiny_args, wait_for
 from tests.test_train_e2e import final_params, read_metrics
 

@@ -1,7 +1,7 @@
 """Input pipelines the trainer and evaluators call: source -> grain -> numpy batches.
 
 Batches are host-local: with P processes each yields batch_size // P rows and
-`mmjax.sharding` assembles the global array.
+`mmjax.runtime.sharding` assembles the global array.
 
 The unit of work is a whole batch: grain maps batch index -> (read the batch's records,
 decode them per feature, run the batched preprocessing ops). Each batch is a pure
@@ -17,7 +17,7 @@ import numpy as np
 
 from mmjax.data import preprocess as preprocess_lib
 from mmjax.data import sources
-from mmjax.data import tokenizer as tokenizer_lib
+from mmjax.data import text_tokenizer as tokenizer_lib
 from mmjax.data import workers as workers_lib
 from mmjax.errors import MmjaxError
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from mmjax.components import Registry
+from mmjax.config.registry import Registry
 from mmjax.errors import ConfigError
 from mmjax.evaluators.classification import ClassificationConfig
 from mmjax.evaluators.common import EvalContext
@@ -26,7 +26,7 @@ EVALUATORS = Registry("evaluator", {
 def parse_eval(name: str, cfg, objectives: Mapping[str, tuple]) -> object:
   """The validated config of `evals.<name>`, checked against its task's objectives.
 
-  objectives: {task: objectives} of the run (mmjax.build.task_objectives).
+  objectives: {task: objectives} of the run (mmjax.experiment.build.task_objectives).
   """
   c = EVALUATORS.parse(cfg, f"evals.{name}")
   if c.task not in objectives:

@@ -6,7 +6,7 @@ import dataclasses
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.components import check
+from mmjax.config.registry import check
 from mmjax.errors import ConfigError
 from mmjax.evaluators.common import EvalContext, gather, strip_private
 from mmjax.objectives.classification import Classification

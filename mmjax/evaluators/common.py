@@ -8,7 +8,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from mmjax import sharding
+from mmjax.runtime import sharding
 
 
 @dataclasses.dataclass(frozen=True)

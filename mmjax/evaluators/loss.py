@@ -6,7 +6,7 @@ import dataclasses
 import jax
 
 from mmjax import objectives as objectives_lib
-from mmjax.components import check
+from mmjax.config.registry import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
 
 

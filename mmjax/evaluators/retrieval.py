@@ -5,7 +5,7 @@ import dataclasses
 
 import numpy as np
 
-from mmjax.components import check
+from mmjax.config.registry import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
 from mmjax.objectives import base
 

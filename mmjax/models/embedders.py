@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax.components import check
-from mmjax.models import axes, tokenizers
+from mmjax.config.registry import check
+from mmjax.models import logical_axes as axes
+from mmjax.models import patchify as tokenizers
 
 PATCH_KINDS = ("image", "video", "audio")
 KINDS = PATCH_KINDS + ("text",)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax.models import axes
+from mmjax.models import logical_axes as axes
 
 
 class Linear(nnx.Module):

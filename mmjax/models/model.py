@@ -13,12 +13,12 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from mmjax.models import axes
-from mmjax.models.aux import Aux
+from mmjax.models import logical_axes as axes
+from mmjax.models.aux_outputs import Aux
 from mmjax.models.embedders import Embedder
 from mmjax.models.heads import ContrastiveScale, Linear
 from mmjax.models.spec import ModelSpec
-from mmjax.models.tokens import TokenInfo
+from mmjax.models.token_info import TokenInfo
 from mmjax.models.transformer import Block
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from mmjax.components import FieldError, check, parse_dataclass
+from mmjax.config.registry import FieldError, check, parse_dataclass
 from mmjax.models.embedders import ModalitySpec
 from mmjax.models.ffn import FFNS
 from mmjax.models.ffn.mlp import MlpConfig

@@ -5,9 +5,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax.models import axes
-from mmjax.models.aux import Aux
-from mmjax.models.tokens import TokenInfo
+from mmjax.models import logical_axes as axes
+from mmjax.models.aux_outputs import Aux
+from mmjax.models.token_info import TokenInfo
 
 
 class LayerNorm(nnx.Module):

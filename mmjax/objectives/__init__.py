@@ -14,7 +14,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mmjax.components import Registry
+from mmjax.config.registry import Registry
 from mmjax.errors import ConfigError
 from mmjax.models.spec import Heads
 from mmjax.objectives.classification import Classification

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 # Batch keys that describe a modality rather than being one.
 _TEXT_MASK = "text_mask"
 # int32 [B, K]: the tokens of the modality that enter the trunk (token drop; training only,
-# added by the train step: mmjax/token_drop.py).
+# added by the train step: mmjax/training/token_drop.py).
 KEEP_SUFFIX = "_keep"
 
 

@@ -10,8 +10,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from mmjax.components import check
-from mmjax.models.aux import combine
+from mmjax.config.registry import check
+from mmjax.models.aux_outputs import combine
 from mmjax.models.spec import Heads
 from mmjax.objectives import base
 

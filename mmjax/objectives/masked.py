@@ -16,8 +16,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from mmjax.components import check
-from mmjax.data.tokenizer import BOS, EOS, ByteTokenizer
+from mmjax.config.registry import check
+from mmjax.data.text_tokenizer import BOS, EOS, ByteTokenizer
 from mmjax.models.spec import Heads
 from mmjax.objectives import base
 from mmjax.objectives.classification import softmax_xent

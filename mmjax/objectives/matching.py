@@ -14,7 +14,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from mmjax.components import check
+from mmjax.config.registry import check
 from mmjax.models.spec import Heads
 from mmjax.objectives import base
 from mmjax.objectives.classification import LOGITS

@@ -91,7 +91,7 @@ def collect(args) -> int:
 
 
 def fit(args) -> int:
-  from mmjax import workdir as workdir_lib
+  from mmjax.checkpoint import workdir as workdir_lib
   from mmjax.scaling import fit as fit_lib
   rows = fit_lib.read_rows(args.results)
   if args.group_by:

@@ -21,7 +21,7 @@ import itertools
 import numpy as np
 
 from mmjax.data import world_render as render
-from mmjax.data.tokenizer import ByteTokenizer
+from mmjax.data.text_tokenizer import ByteTokenizer
 
 KNOWN = dict(image=("size", "colour", "shape", "position"), audio=("shape",), none=())
 FACTORS = dict(size=render.SIZES, colour=render.COLOUR_NAMES, shape=render.SHAPES,

@@ -18,8 +18,8 @@ import os
 import sys
 from typing import Sequence
 
-from mmjax import config as config_lib
-from mmjax import workdir as workdir_lib
+from mmjax.config import recipe as config_lib
+from mmjax.checkpoint import workdir as workdir_lib
 from mmjax.errors import MmjaxError
 from mmjax.scaling import counts, runner
 from mmjax.scaling.sweep import fusion_of

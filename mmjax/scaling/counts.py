@@ -21,7 +21,7 @@ def param_count(config) -> int:
   """Total parameters of the config's model, from abstract shapes (allocates nothing)."""
   import jax
   from flax import nnx
-  from mmjax import build
+  from mmjax.experiment import build
   from mmjax.models.model import build_model
   spec = build.model_spec(config)
   params = nnx.state(nnx.eval_shape(lambda: build_model(spec, 0)), nnx.Param)
@@ -30,7 +30,7 @@ def param_count(config) -> int:
 
 def tokens_per_example(config, task: str) -> int:
   """Input tokens of one example of `task`: every modality its objectives encode, once."""
-  from mmjax import build
+  from mmjax.experiment import build
   objectives = build.task_objectives(config)
   specs = build.model_spec(config, objectives).modalities
   used = dict.fromkeys(m for o in objectives[task] for m in o.modalities)
@@ -38,8 +38,9 @@ def tokens_per_example(config, task: str) -> int:
 
 
 def loaded(spec: str, overrides: Sequence[str]):
-  from mmjax import config as config_lib
-  return config_lib.load(spec, overrides)
+  from mmjax.config import recipe as config_lib
+  from mmjax import experiment
+  return experiment.load(spec, overrides)
 
 
 def params_of(spec: str, overrides: Sequence[str]) -> int:

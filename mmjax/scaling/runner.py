@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Mapping, Sequence
 
-from mmjax import workdir as workdir_lib
+from mmjax.checkpoint import workdir as workdir_lib
 from mmjax.scaling.sweep import Run, SweepError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

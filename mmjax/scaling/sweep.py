@@ -5,7 +5,7 @@ A sweep file (`configs/sweeps/<name>.py`) defines `get_sweep() -> list[Run]`; it
 is a stable name (its workdir under the sweep's output folder), a base recipe
 `path[:variant]` and `--config` overrides. `grid` and `iso_flop` build runs over model
 sizes, training lengths, fusion types and MoE. `validate` checks the whole sweep -- unique
-names, every run's overrides through `mmjax.config.load` -- before anything runs.
+names, every run's overrides through `mmjax.config.recipe.load` -- before anything runs.
 """
 from __future__ import annotations
 
@@ -170,7 +170,8 @@ def load_sweep(path: str) -> list[Run]:
   """Imports a sweep file and returns its runs (not yet validated)."""
   if not os.path.isfile(path):
     raise SweepError(f"--sweep {path!r}: no such file; sweep files live in configs/sweeps/*.py")
-  from mmjax import config as config_lib  # local: config validation imports jax
+  from mmjax.config import recipe as config_lib  # local: config validation imports jax
+  from mmjax import experiment
   module = config_lib.import_file(path, "sweep")
   if not hasattr(module, "get_sweep"):
     hint = " (it defines get_config: that is a recipe, not a sweep)" \
@@ -186,7 +187,7 @@ def load_sweep(path: str) -> list[Run]:
 
 def validate(runs: Iterable[Run]) -> dict:
   """{run name: loaded config}; raises SweepError listing EVERY problem of the sweep."""
-  from mmjax import config as config_lib
+  from mmjax.config import recipe as config_lib
   runs = list(runs)
   if not runs:
     raise SweepError("the sweep has no runs; get_sweep() returned an empty list")
@@ -201,7 +202,7 @@ def validate(runs: Iterable[Run]) -> dict:
   configs = {}
   for r in runs:
     try:
-      configs[r.name] = config_lib.load(r.config, r.overrides)
+      configs[r.name] = experiment.load(r.config, r.overrides)
     except config_lib.ConfigError as e:
       problems.append(f"run {r.name!r}: {e}")
   if problems:

@@ -7,7 +7,7 @@
             step the first in `schedule.order` runs (interval.py)
   sequence  an explicit cycle of task names, `schedule.cycle`, repeated (sequence.py)
 
-A schedule's config builds it from the tasks' settings (mmjax/task_settings.py, in config
+A schedule's config builds it from the tasks' settings (mmjax/config/task_settings.py, in config
 order) and the seed: `build(settings, seed).task_at(step) -> task name`, a pure function
 of (config, step), so a resumed run continues the same sequence. To add one: a new file
 with a frozen dataclass config, one line in SCHEDULES.
@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections import Counter
 
-from mmjax.components import Registry
+from mmjax.config.registry import Registry
 from mmjax.schedules.interval import IntervalConfig
 from mmjax.schedules.sampled import SampledConfig
 from mmjax.schedules.sequence import SequenceConfig
 from mmjax.schedules.weighted import WeightedConfig
-from mmjax.task_settings import all_task_settings
+from mmjax.config.task_settings import all_task_settings
 
 SCHEDULES = Registry("schedule", {"weighted": WeightedConfig, "sampled": SampledConfig,
                                   "interval": IntervalConfig, "sequence": SequenceConfig})

@@ -20,7 +20,7 @@ from typing import Mapping
 
 import numpy as np
 
-from mmjax.components import check
+from mmjax.config.registry import check
 from mmjax.errors import ConfigError
 
 MAX_PERIOD = 10_000_000  # steps; a longer common period is refused (its table is the sequence)

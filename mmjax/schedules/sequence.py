@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
-from mmjax.components import check, did_you_mean
+from mmjax.config.registry import check, did_you_mean
 from mmjax.errors import ConfigError
 
 

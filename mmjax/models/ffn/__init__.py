@@ -5,7 +5,7 @@ A feed-forward layer is built per block by its config's
 (validity and modality id of every token). To add one: a new file with a frozen dataclass
 config (defaults + checks) and its module, and one line in FFNS.
 """
-from mmjax.components import Registry
+from mmjax.config.registry import Registry
 from mmjax.models.ffn.mlp import MlpConfig
 from mmjax.models.ffn.moe import MoeConfig
 

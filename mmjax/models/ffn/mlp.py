@@ -6,9 +6,9 @@ import dataclasses
 import jax
 from flax import nnx
 
-from mmjax.components import check
-from mmjax.models import axes
-from mmjax.models.aux import Aux
+from mmjax.config.registry import check
+from mmjax.models import logical_axes as axes
+from mmjax.models.aux_outputs import Aux
 
 ACTIVATIONS = {"gelu": jax.nn.gelu, "relu": jax.nn.relu, "silu": jax.nn.silu}
 
@@ -26,7 +26,7 @@ class MlpConfig:
           f"valid: {', '.join(map(repr, ACTIVATIONS))}")
 
   def flops_per_token(self, layer: int, *, width: int, mlp_dim: int) -> float:
-    """Forward FLOPs per token (mmjax/scaling/flops.py): two matmuls, then one FLOP per
+    """Forward FLOPs per token (mmjax/perf/flops.py): two matmuls, then one FLOP per
     elementwise op (the activation ~9 per unit, its bias 1)."""
     del layer
     return mlp_flops_per_token(width, mlp_dim)

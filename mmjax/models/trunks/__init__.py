@@ -9,7 +9,7 @@ against the model (`check_model(depth, modalities)`) and lists the attention seq
 forward pass runs (`layer_sequences(lengths, depth)`, for FLOP accounting). To add one: a new file with a frozen
 dataclass config (defaults + checks) and its module, and one line in TRUNKS.
 """
-from mmjax.components import Registry
+from mmjax.config.registry import Registry
 from mmjax.models.trunks.bottleneck import BottleneckFusionConfig, LateFusionConfig
 from mmjax.models.trunks.early import EarlyFusionConfig
 

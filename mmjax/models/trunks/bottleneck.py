@@ -21,10 +21,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax.components import check
-from mmjax.models import axes
-from mmjax.models.aux import Aux
-from mmjax.models.tokens import TokenInfo
+from mmjax.config.registry import check
+from mmjax.models import logical_axes as axes
+from mmjax.models.aux_outputs import Aux
+from mmjax.models.token_info import TokenInfo
 from mmjax.models.transformer import LayerNorm
 from mmjax.models.trunks.remat import block_applier
 

@@ -5,7 +5,7 @@ import dataclasses
 
 from flax import nnx
 
-from mmjax.components import check
+from mmjax.config.registry import check
 from mmjax.errors import ConfigError
 from mmjax.models.ffn.mlp import ACTIVATIONS, Mlp, mlp_flops_per_token
 

@@ -21,7 +21,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from mmjax.models import axes
+from mmjax.models import logical_axes as axes
 from mmjax.models.ffn.moe import grouped, router
 
 

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from mmjax.errors import ConfigError
-from mmjax.models import axes
-from mmjax.models.aux import Aux
+from mmjax.models import logical_axes as axes
+from mmjax.models.aux_outputs import Aux
 from mmjax.models.ffn.mlp import ACTIVATIONS, Mlp
 from mmjax.models.ffn.moe import dispatch, router
 from mmjax.models.ffn.moe.config import MoeConfig

@@ -18,7 +18,7 @@ class StepCost:
   """What one step of a task (at its batch shapes) processes and costs."""
   examples: int
   tokens: int
-  flops: float  # analytic model FLOPs (mmjax/scaling/flops.py)
+  flops: float  # analytic model FLOPs (mmjax/perf/flops.py)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +80,7 @@ def mean_metrics(records: list[StepRecord]) -> dict:
 def task_perf_metrics(seconds: dict[str, float], steps: dict[str, int],
                       cost: dict[str, "StepCost"]) -> dict:
   """Per task over a window: examples/s over the task's own step time, and its share of
-  the window's step time (mmjax/step_times.py measures both without syncing the loop)."""
+  the window's step time (mmjax/perf/step_times.py measures both without syncing the loop)."""
   total = sum(seconds.values())
   out = {}
   for task, s in seconds.items():

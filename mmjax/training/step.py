@@ -9,9 +9,9 @@ import optax
 from flax import nnx, struct
 
 from mmjax import objectives as objectives_lib
-from mmjax.models import axes
+from mmjax.models import logical_axes as axes
 from mmjax.models.constraints import clamp_params
-from mmjax.token_drop import add_keep_indices
+from mmjax.training.token_drop import add_keep_indices
 
 
 @struct.dataclass
@@ -94,7 +94,7 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
     weight decay included, after clipping); the moments are shared and see the raw
     gradients. 1.0 leaves the update as it is.
   token_drop: {modality: rate}; `modalities` ({modality: ModalitySpec}) counts the tokens
-    (mmjax/token_drop.py).
+    (mmjax/training/token_drop.py).
   """
   if not lr_multiplier > 0:
     raise ValueError(f"lr_multiplier={lr_multiplier}: must be > 0")

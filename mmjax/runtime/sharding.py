@@ -14,7 +14,7 @@ import numpy as np
 from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mmjax.models import axes as logical
+from mmjax.models import logical_axes as logical
 
 MESH_AXES = ("data", "fsdp", "tensor", "expert")
 # The batch is split over all three: with experts on `expert`, the dense layers' work

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from mmjax import checkpoint_verify
+from mmjax.checkpoint import checksums as checkpoint_verify
 from mmjax.errors import MmjaxError
 
 
@@ -40,7 +40,7 @@ class Checkpointer:
     async_save = async_save and not read_only
     self._async = async_save
     # Process 0 hashes its files inside Orbax's temporary folder, before the commit, so a
-    # committed step always carries them (see mmjax/checkpoint_verify.py).
+    # committed step always carries them (see mmjax/checkpoint/checksums.py).
     async_options = ocp.AsyncOptions(post_finalization_callback=self._seal_before_commit) \
         if async_save else None
     options = ocp.CheckpointManagerOptions(
@@ -116,7 +116,7 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores onto the shardings carried by `abstract_state` (any mesh, any process count),
     after verifying the step's checksums; a damaged step raises CheckpointDamagedError."""
-    from mmjax import verified_restore
+    from mmjax.checkpoint import verified_restore
     return verified_restore.restore_verified(self, step, abstract_state)
 
   def restore_unverified(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
@@ -140,7 +140,7 @@ class Checkpointer:
   def restore_latest_good(self, abstract_state: Any) -> tuple[int | None, Any, dict]:
     """(step, state, data) of the newest step that verifies; damaged newer steps are moved
     aside (never deleted) with a warning naming them. (None, None, {}) if there is none."""
-    from mmjax import verified_restore
+    from mmjax.checkpoint import verified_restore
     return verified_restore.restore_latest_good(self, abstract_state)
 
   def restore_for_reading(self, step: int | None, abstract_state: Any, *,
@@ -148,7 +148,7 @@ class Checkpointer:
     """For readers of a live workdir: `step` (default: the newest), retrying with the newest
     step when the trainer deletes the chosen one (keep-N) while it is being read.
     params_only: restore just `abstract_state.params` (returned in place of the state)."""
-    from mmjax import verified_restore
+    from mmjax.checkpoint import verified_restore
     return verified_restore.restore_for_reading(self, step, abstract_state,
                                                 params_only=params_only)
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from mmjax.errors import MmjaxError
 
-log = logging.getLogger("mmjax.distributed")
+log = logging.getLogger("mmjax.runtime.distributed")
 
 # How long an exiting process waits for the others at JAX's shutdown barrier. JAX's default
 # (300 s) turns one process's crash into a 5-minute hang of the whole job, because the others
@@ -167,7 +167,7 @@ def any_process(flag: bool) -> bool:
 def lost_peer_message(error: BaseException, wait_s: float = 12.0) -> str:
   """One line for an error that a multi-process job raised in a collective: which process is
   gone, judged by the watchdog's heartbeats (watched for up to `wait_s` to go silent)."""
-  from mmjax.watchdog import silent_peers
+  from mmjax.runtime.watchdog import silent_peers
   stale = silent_peers(jax.process_index(), jax.process_count(), wait_s)
   text = str(error).strip().splitlines()
   why = f"{type(error).__name__}: {text[0][:200] if text else ''}"

@@ -19,7 +19,7 @@ from typing import Callable, Mapping
 
 import jax
 
-from mmjax.config import ConfigError
+from mmjax.config.recipe import ConfigError
 from mmjax.objectives.base import missing_inputs
 
 log = logging.getLogger("mmjax.train")

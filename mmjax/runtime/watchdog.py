@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 
-log = logging.getLogger("mmjax.watchdog")
+log = logging.getLogger("mmjax.runtime.watchdog")
 
 EXIT_CODE = 3
 BEAT_S = 2.0

@@ -15,7 +15,7 @@ import os
 import re
 import time
 
-from mmjax import write_errors
+from mmjax.checkpoint import write_errors
 from mmjax.errors import MmjaxError
 
 log = logging.getLogger("mmjax.metrics")

@@ -19,7 +19,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], list[str]]:
 
 
 def parse(argv: list[str]) -> list[str]:
-  """absl flags parsing that keeps --config.* overrides for mmjax.config; exits 2 on errors."""
+  """absl flags parsing that keeps --config.* overrides for mmjax.config.recipe; exits 2 on errors."""
   rest, overrides = split_overrides(argv)
   try:
     flags.FLAGS(rest)

@@ -16,9 +16,9 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mmjax.models import axes
+from mmjax.models import logical_axes as axes
 from mmjax.objectives.base import KEEP_SUFFIX
-from mmjax.task_settings import kept_tokens
+from mmjax.config.task_settings import kept_tokens
 
 _STREAM = 0x70D0  # folded into the step key: draws independent of the objectives' randomness
 

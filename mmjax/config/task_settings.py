@@ -15,7 +15,7 @@
                              before the trunk (IMP), drawn from (seed + seed_offset, step)
 
 The input resolution of a task is its own `data.preprocess` (image.size, video.frames and
-size, audio.samples, text.max_len); mmjax/task_checks.py checks it against the model.
+size, audio.samples, text.max_len); mmjax/config/task_checks.py checks it against the model.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ import dataclasses
 import math
 from typing import Mapping
 
-from mmjax.components import check, parse_dataclass
+from mmjax.config.registry import check, parse_dataclass
 
 # The task section's other keys, read where they are used (data pipeline, objectives).
 OTHER_KEYS = ("data", "objectives")

@@ -2,7 +2,7 @@
 
   config.json            the config of the run (rewritten on resume once it is known compatible)
   config_history/        earlier config.json files, kept when a resume changed a setting
-  lock                   held by the one trainer writing here (mmjax/workdir_lock.py)
+  lock                   held by the one trainer writing here (mmjax/checkpoint/workdir_lock.py)
   checkpoints/<step>/    Orbax checkpoints (+ mmjax_checksums.process_<i>.json)
   checkpoints_damaged/   steps that failed verification, moved aside by the trainer
   metrics.jsonl          one JSON object per logged step
@@ -16,10 +16,10 @@ import logging
 import os
 import time
 
-from mmjax import config as config_lib
+from mmjax.config import recipe as config_lib
 from mmjax.errors import MmjaxError
 
-log = logging.getLogger("mmjax.workdir")
+log = logging.getLogger("mmjax.checkpoint.workdir")
 
 
 class WorkdirError(MmjaxError, ValueError):

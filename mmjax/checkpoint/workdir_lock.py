@@ -26,7 +26,7 @@ import uuid
 
 from mmjax.errors import MmjaxError
 
-log = logging.getLogger("mmjax.workdir_lock")
+log = logging.getLogger("mmjax.checkpoint.workdir_lock")
 
 LOCK_NAME = "lock"
 HEARTBEAT_S = 10.0
@@ -151,7 +151,7 @@ class WorkdirLock:
                f"while this process held it (was it frozen for more than {LEASE_S:.0f}s?); "
                f"stopping so that only one process writes there")
         log.error(msg)
-        from mmjax import cli
+        from mmjax.config import cli
         cli.fail(msg, LOST_LOCK_EXIT_CODE)
       try:
         os.utime(self.path)
@@ -231,7 +231,7 @@ def acquire_for_job(workdir: str, process_index: int, process_count: int):
     except WorkdirLockedError as e:
       error = e
   if process_count > 1:
-    from mmjax import distributed
+    from mmjax.runtime import distributed
     if distributed.any_process(error is not None) and error is None:
       if lock is not None:
         lock.release()

@@ -1,7 +1,7 @@
 """Logical axis names for parameters and activations.
 
 Layers name their dimensions ("batch", "length", "embed", ...) and never see a mesh.
-`mmjax.sharding` maps the names to mesh axes; while it has rules active (a context
+`mmjax.runtime.sharding` maps the names to mesh axes; while it has rules active (a context
 entered around tracing) `constrain` turns the names into sharding constraints, and
 outside that context it is the identity, so models run unchanged on one device.
 """

@@ -3,7 +3,7 @@ Checkpoint, Evals, Loop. `mmjax.train` is the command line around `train()`.
 
 The loop itself only takes a batch, runs the compiled step and calls the hooks; periodic
 work (logging, checkpointing, evaluation, the watchdog, the cross-process stop agreement)
-is registered as hooks with a period (mmjax/hooks.py). Nothing waits for the device in
+is registered as hooks with a period (mmjax/training/hooks.py). Nothing waits for the device in
 the steady state: a log step closes its window of metrics, and a window is fetched and
 written once its last step has finished -- at the next log step at the latest, while the
 device works on the steps dispatched since (a fetch of the newest step would leave the
@@ -22,29 +22,35 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from mmjax import (aot, build, distributed, evaluators, optim, perf, schedules, sharding,
-                   write_errors)
-from mmjax import workdir as workdir_lib
-from mmjax import workdir_lock
-from mmjax.checkpoint import Checkpointer, CheckpointError
-from mmjax.compiled_steps import CompiledSteps, peek
-from mmjax.config import ConfigError
+from mmjax import evaluators, schedules
+from mmjax.perf import memory as aot
+from mmjax.experiment import build
+from mmjax.runtime import distributed
+from mmjax.training import optimizer as optim
+from mmjax.perf import peak as perf
+from mmjax.runtime import sharding
+from mmjax.checkpoint import write_errors
+from mmjax.checkpoint import workdir as workdir_lib
+from mmjax.checkpoint import workdir_lock
+from mmjax.checkpoint.checkpointer import Checkpointer, CheckpointError
+from mmjax.training.compiled_steps import CompiledSteps, peek
+from mmjax.config.recipe import ConfigError
 from mmjax.errors import MmjaxError
 from mmjax.data.prefetch import Prefetcher
-from mmjax.hooks import Hooks
-from mmjax.metrics_writer import MetricsWriter
-from mmjax.models import axes
+from mmjax.training.hooks import Hooks
+from mmjax.training.metrics_writer import MetricsWriter
+from mmjax.models import logical_axes as axes
 from mmjax.models.model import build_model, dtype_from_name
-from mmjax.scaling import flops as flops_lib
-from mmjax.progress import ProgressBar
-from mmjax.step_times import StepTimes
-from mmjax.task_settings import all_task_settings
-from mmjax.stop_signal import StopRequested
-from mmjax.train_metrics import (Accounting, ClosedWindow, MetricWindow, StepCost, mean_metrics,
+from mmjax.perf import flops as flops_lib
+from mmjax.training.progress import ProgressBar
+from mmjax.perf.step_times import StepTimes
+from mmjax.config.task_settings import all_task_settings
+from mmjax.runtime.signals import StopRequested
+from mmjax.training.metric_windows import (Accounting, ClosedWindow, MetricWindow, StepCost, mean_metrics,
                                  perf_metrics, task_perf_metrics)
-from mmjax.train_step import init_state, make_train_step
-from mmjax.wallclock import WallClock
-from mmjax.watchdog import StepWatchdog
+from mmjax.training.step import init_state, make_train_step
+from mmjax.perf.wallclock import WallClock
+from mmjax.runtime.watchdog import StepWatchdog
 
 log = logging.getLogger("mmjax.train")
 

@@ -12,9 +12,9 @@ from typing import Sequence
 
 import ml_collections
 
-from mmjax.components import field_names
+from mmjax.config.registry import field_names
 
-log = logging.getLogger("mmjax.config")
+log = logging.getLogger("mmjax.config.recipe")
 
 # Section path pattern ('*' matches any one name) -> (module, registry attribute).
 _SECTIONS = {
@@ -26,7 +26,7 @@ _SECTIONS = {
 }
 # Sections read by one dataclass (no `type`): their fields too may be left to defaults.
 _DATACLASS_SECTIONS = {("model",): ("mmjax.models.spec", "ModelSpec"),
-                       ("tasks", "*"): ("mmjax.task_settings", "TaskSettings")}
+                       ("tasks", "*"): ("mmjax.config.task_settings", "TaskSettings")}
 # Fields the code fills in rather than the recipe.
 _CONTEXT_FIELDS = {"name", "modalities", "heads", "fusion", "ffn"}
 

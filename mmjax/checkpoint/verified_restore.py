@@ -12,10 +12,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from mmjax import checkpoint_verify, distributed
-from mmjax.checkpoint import CheckpointDamagedError, CheckpointError, path_name
+from mmjax.checkpoint import checksums as checkpoint_verify
+from mmjax.runtime import distributed
+from mmjax.checkpoint.checkpointer import CheckpointDamagedError, CheckpointError, path_name
 
-log = logging.getLogger("mmjax.checkpoint")
+log = logging.getLogger("mmjax.checkpoint.checkpointer")
 
 DAMAGED_DIR = "checkpoints_damaged"  # beside checkpoints/, outside Orbax's view
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import math
 from typing import Mapping, Sequence
 
-from mmjax.task_settings import kept_tokens
+from mmjax.config.task_settings import kept_tokens
 
 
 def attention_flops(length: int, width: int, num_heads: int) -> float:

@@ -1,6 +1,6 @@
 """The MFU denominator: the peak FLOP/s of the devices a step runs on, and where it came from.
 
-MFU = analytic model FLOPs of the steps (mmjax/scaling/flops.py) / time / peak, with
+MFU = analytic model FLOPs of the steps (mmjax/perf/flops.py) / time / peak, with
 
   peak = number of devices x the vendor's nominal dense peak per device, for the compute
          dtype, where the device kind is known (NOMINAL_PEAK);
