@@ -47,7 +47,8 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from report import print_figures  # noqa: E402
 
-from mmjax import schedules, trainer  # noqa: E402
+from mmjax import schedules  # noqa: E402
+from mmjax.training import trainer  # noqa: E402
 from mmjax.config import recipe as config_lib
 from mmjax import experiment
 from mmjax.data import pipeline  # noqa: E402

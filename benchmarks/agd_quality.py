@@ -37,7 +37,7 @@ import jax  # noqa: E402
 import ml_collections  # noqa: E402
 from report import print_figures  # noqa: E402
 
-from mmjax import trainer  # noqa: E402
+from mmjax.training import trainer  # noqa: E402
 from mmjax.config import recipe as config_lib
 from mmjax import experiment
 

@@ -24,14 +24,14 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mmjax import sharding  # noqa: E402
+from mmjax.runtime import sharding  # noqa: E402
 from mmjax.experiment import build
 from mmjax.training import optimizer as optim
 from mmjax.config import recipe as config_lib  # noqa: E402
 from mmjax import experiment
 from mmjax.data import pipeline, workers  # noqa: E402
 from mmjax.training.step import make_train_step  # noqa: E402
-from mmjax.training.trainer import abstract_train_state  # noqa: E402
+from mmjax.training.step import abstract_train_state  # noqa: E402
 
 
 def iterator_rate(data_cfg, batch_size: int, seed: int, worker_count: int, batches: int) -> float:

@@ -26,7 +26,8 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
-from mmjax import objectives, perf  # noqa: E402
+from mmjax import objectives  # noqa: E402
+from mmjax.perf import peak as perf  # noqa: E402
 from mmjax.training import optimizer as optim
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
 from mmjax.models.model import build_model  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 from benchmarks.mfu import add_shape_args, classification_task  # noqa: E402
-from mmjax import perf  # noqa: E402
+from mmjax.perf import peak as perf  # noqa: E402
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
 from mmjax.models.ffn.mlp import MlpConfig  # noqa: E402
 from mmjax.models.ffn.moe import MoeConfig  # noqa: E402

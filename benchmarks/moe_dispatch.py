@@ -32,8 +32,8 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
-from mmjax import sharding  # noqa: E402
-from mmjax.models import axes  # noqa: E402
+from mmjax.runtime import sharding  # noqa: E402
+from mmjax.models import logical_axes as axes  # noqa: E402
 from mmjax.models.ffn.mlp import ACTIVATIONS  # noqa: E402
 from mmjax.models.ffn.moe import MoeConfig, dispatch, router  # noqa: E402
 from mmjax.models.ffn.moe.layer import capacity  # noqa: E402

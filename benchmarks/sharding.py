@@ -18,12 +18,13 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
-from mmjax import objectives, sharding  # noqa: E402
+from mmjax import objectives  # noqa: E402
+from mmjax.runtime import sharding  # noqa: E402
 from mmjax.perf import memory as aot
 from mmjax.training import optimizer as optim
 from mmjax.models.embedders import ModalitySpec  # noqa: E402
 from mmjax.models.spec import Heads, ModelSpec  # noqa: E402
-from mmjax.training.trainer import abstract_train_state, with_shardings  # noqa: E402
+from mmjax.training.step import abstract_train_state, with_shardings  # noqa: E402
 from mmjax.training.step import make_train_step  # noqa: E402
 
 WIDTH, DEPTH, MLP, HEADS = 1024, 8, 4096, 16

@@ -33,14 +33,15 @@ import jax  # noqa: E402
 from report import print_figures  # noqa: E402
 import ml_collections  # noqa: E402
 
-from mmjax import trainer  # noqa: E402
+from mmjax.training import trainer  # noqa: E402
+from mmjax.training import step as step_lib  # noqa: E402
 from mmjax.experiment import build
 from mmjax.config import recipe as config_lib
 from mmjax import experiment
 from mmjax.training import optimizer as optim
 from mmjax.runtime import sharding
 from mmjax.data.memory import InMemoryIterator, synthetic_batch  # noqa: E402
-from mmjax.models import axes  # noqa: E402
+from mmjax.models import logical_axes as axes  # noqa: E402
 from mmjax.training.step import make_train_step  # noqa: E402
 
 TINY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -66,7 +67,7 @@ def bare_steps_per_s(config, batches, steps: int) -> float:
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
-  graphdef, init_fn, abstract = trainer.abstract_train_state(config, spec, optimizer)
+  graphdef, init_fn, abstract = step_lib.abstract_train_state(config, spec, optimizer)
   rules = sharding.rules_from_config(config.sharding.rules)
   state_sh = sharding.state_shardings(abstract, mesh, rules)
   fn = make_train_step(graphdef, objectives["default"], optimizer, config.seed,
@@ -74,7 +75,7 @@ def bare_steps_per_s(config, batches, steps: int) -> float:
   first = sharding.global_batch(batches[0], mesh)
   with axes.activation_sharding(sharding.activation_sharder(mesh, rules)):
     jitted = jax.jit(fn, donate_argnums=0, out_shardings=(state_sh, sharding.replicated(mesh)))
-    compiled = jitted.lower(trainer.with_shardings(abstract, state_sh), first).compile()
+    compiled = jitted.lower(step_lib.with_shardings(abstract, state_sh), first).compile()
   state = jax.jit(init_fn, out_shardings=state_sh)()
   state, metrics = compiled(state, first)
   jax.block_until_ready(metrics)

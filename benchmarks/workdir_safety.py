@@ -24,7 +24,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from mmjax import checkpoint_verify  # noqa: E402
+from mmjax.checkpoint import checksums as checkpoint_verify  # noqa: E402
 from tests.conftest import cli_env, run_cli, tiny_args, wait_for  # noqa: E402
 from tests.test_train_e2e import final_params  # noqa: E402
 

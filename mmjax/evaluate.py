@@ -28,7 +28,7 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
   from mmjax.runtime import sharding
   from mmjax.checkpoint import workdir as workdir_lib
   from mmjax.checkpoint.checkpointer import Checkpointer, bytes_read
-  from mmjax.training.trainer import abstract_train_state, with_shardings
+  from mmjax.training.step import abstract_train_state, with_shardings
 
   config = workdir_lib.read_config(workdir)
   for o in overrides:

@@ -138,7 +138,7 @@ def test_known_devices_use_the_nominal_peak_times_the_device_count(kind, dtype, 
 
 
 def test_active_parameters_leave_out_the_experts_a_token_is_not_sent_to():
-  from mmjax.training.trainer import abstract_train_state
+  from mmjax.training.step import abstract_train_state
   counts = {}
   for variant in ("tiny_early", "tiny_early_moe"):
     config = experiment.load(TINY.replace("mm_world.py:tiny", f"mm_world_fusion.py:{variant}"))

@@ -12,7 +12,7 @@ from mmjax.runtime import sharding
 from mmjax.training import step as train_step
 from mmjax.data import pipeline
 from mmjax.models import logical_axes as axes
-from mmjax.training.trainer import abstract_train_state, with_shardings
+from mmjax.training.step import abstract_train_state, with_shardings
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.skipif(jax.device_count() < 8,

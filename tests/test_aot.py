@@ -10,6 +10,7 @@ from mmjax.config import recipe as config_lib
 from mmjax import experiment
 from mmjax.training import optimizer as optim
 from mmjax.training import trainer
+from mmjax.training import step as step_lib
 from mmjax.data import pipeline
 from mmjax.models import logical_axes as axes
 from mmjax.config.recipe import ConfigError
@@ -83,7 +84,7 @@ def test_compile_only_of_an_moe_recipe_splits_experts_and_closes_its_input(
   assert r["params_bytes"] > 0 and r["temp_bytes"] > 0 and r["flops"] > 0
   assert "per-device memory" in capsys.readouterr().err
   spec = build.model_spec(config, build.task_objectives(config))
-  abstract = trainer.abstract_train_state(
+  abstract = step_lib.abstract_train_state(
       config, spec, optim.make_optimizer(config.optim, config.total_steps))[2]
   names = jax.tree.leaves(axes.logical_axes_of(abstract.params),
                          is_leaf=lambda x: isinstance(x, axes.Names))

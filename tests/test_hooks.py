@@ -13,6 +13,7 @@ from mmjax.config import recipe as config_lib
 from mmjax import experiment
 from mmjax.training import optimizer as optim
 from mmjax.training import trainer
+from mmjax.training import step as step_lib
 from mmjax.data.memory import InMemoryIterator, synthetic_batch
 from mmjax.training.hooks import Hooks
 from mmjax.training.metric_windows import Accounting, StepCost, StepRecord, mean_metrics, perf_metrics
@@ -70,7 +71,7 @@ def _tiny_step(freeze: bool):
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
-  graphdef, init_fn, _ = trainer.abstract_train_state(config, spec, optimizer)
+  graphdef, init_fn, _ = step_lib.abstract_train_state(config, spec, optimizer)
   step = jax.jit(make_train_step(graphdef, objectives["default"], optimizer, 0,
                                  freeze_after_nonfinite=freeze))
   batch = synthetic_batch(config.model.modalities, 4)

@@ -26,7 +26,7 @@ from mmjax.models import patchify as tokenizers
 from mmjax.objectives.base import KEEP_SUFFIX
 from mmjax.perf import flops
 from mmjax.runtime.sharding import make_mesh
-from mmjax.training.trainer import abstract_train_state
+from mmjax.training.step import abstract_train_state
 from tests.conftest import ROOT, TINY
 from tests.test_train_e2e import final_params
 

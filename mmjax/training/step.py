@@ -11,6 +11,7 @@ from flax import nnx, struct
 from mmjax import objectives as objectives_lib
 from mmjax.models import logical_axes as axes
 from mmjax.models.constraints import clamp_params
+from mmjax.models.model import build_model
 from mmjax.training.token_drop import add_keep_indices
 
 
@@ -125,3 +126,18 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
     return new_state, metrics
 
   return train_step
+
+
+def abstract_train_state(config, spec, optimizer):
+  """(graphdef, init function, abstract TrainState) without allocating anything."""
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(spec, config.seed)))
+
+  def init():
+    return init_state(lambda: nnx.split(build_model(spec, config.seed), nnx.Param)[1], optimizer)
+
+  return graphdef, init, jax.eval_shape(init)
+
+
+def with_shardings(abstract, shardings):
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                      abstract, shardings)

@@ -48,7 +48,8 @@ from mmjax.config.task_settings import all_task_settings
 from mmjax.runtime.signals import StopRequested
 from mmjax.training.metric_windows import (Accounting, ClosedWindow, MetricWindow, StepCost, mean_metrics,
                                  perf_metrics, task_perf_metrics)
-from mmjax.training.step import init_state, make_train_step
+from mmjax.experiment.mesh import checked_mesh
+from mmjax.training.step import abstract_train_state, make_train_step, with_shardings
 from mmjax.perf.wallclock import WallClock
 from mmjax.runtime.watchdog import StepWatchdog
 
@@ -73,40 +74,6 @@ def nonfinite_message(step: int, task: str, metrics: dict | None, last_good: int
   return (f"non-finite loss or gradient at step {step} (task {task!r}{values}); no update was "
           f"applied from it on and no checkpoint was written after it ({saved}). Lower "
           f"optim.learning_rate, or set --config.nan_policy=skip to drop such steps.")
-
-
-def abstract_train_state(config, spec, optimizer):
-  """(graphdef, init function, abstract TrainState) without allocating anything."""
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(spec, config.seed)))
-
-  def init():
-    return init_state(lambda: nnx.split(build_model(spec, config.seed), nnx.Param)[1], optimizer)
-
-  return graphdef, init, jax.eval_shape(init)
-
-
-def with_shardings(abstract, shardings):
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
-
-
-def checked_mesh(config):
-  """The configured mesh, refused early when the model or a batch does not split over it."""
-  try:
-    mesh = sharding.make_mesh(config.mesh)
-  except ValueError as e:
-    raise ConfigError(str(e)) from None
-  tensor = mesh.shape["tensor"]
-  for key, n in (("num_heads", config.model.num_heads), ("mlp_dim", config.model.mlp_dim)):
-    if n % tensor:
-      raise ConfigError(f"config.model.{key}={n} is not divisible by the tensor-parallel size "
-                        f"{tensor} (mesh {dict(mesh.shape)}); pick a multiple of {tensor}")
-  data_parallel = sharding.data_parallel_size(mesh)
-  for name, task in config.tasks.items():
-    if task.batch_size % data_parallel:
-      raise ConfigError(f"config.tasks.{name}.batch_size={task.batch_size} is not divisible by "
-                       f"the data-parallel size {data_parallel} (mesh {dict(mesh.shape)})")
-  return mesh
 
 
 def train(config, workdir: str, *, compile_only: bool = False, iterators: dict | None = None
