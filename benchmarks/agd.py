@@ -75,7 +75,7 @@ def agd_config(variant: str, batch: int, steps: int, overrides=(), log_every: in
 def stretches(config, segment: int) -> list[tuple[str, list[str]]]:
   """One cycle: ("agd", the weighted schedule's first 2*segment tasks), then (task, task
   repeated 2*segment times) for each task."""
-  order = schedules.make_schedule(config)
+  order = experiment.parse(config).schedule
   agd = [order.task_at(s) for s in range(2 * segment)]
   return [("agd", agd)] + [(t, [t] * (2 * segment)) for t in config.tasks]
 
@@ -96,7 +96,7 @@ def iterators(batches, tasks) -> dict:
 def train_rows(config, batches) -> tuple[list[dict], dict]:
   """(metrics rows with throughput, accounting.json) of one trainer run."""
   with tempfile.TemporaryDirectory() as workdir:
-    trainer.train(config, workdir, iterators=iterators(batches, config.tasks))
+    trainer.train(experiment.parse(config), workdir, iterators=iterators(batches, config.tasks))
     acct = json.load(open(os.path.join(workdir, "accounting.json")))
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows = [json.loads(line) for line in f if "perf/steps_per_s" in line]
@@ -128,7 +128,7 @@ def main():
          "segment": a.segment, "cycles": a.cycles}
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
-    seq = trainer.train(agd_config(a.variant, a.batch, steps, a.set, threads=1), workdir,
+    seq = trainer.train(experiment.parse(agd_config(a.variant, a.batch, steps, a.set, threads=1)), workdir,
                         compile_only=True, iterators=iterators(batches, tasks))
     seq_wall = time.perf_counter() - t0
   rows, acct = train_rows(config, batches)

@@ -75,7 +75,7 @@ def run(config, keep_dir: str = "") -> tuple[dict, float, dict]:
     workdir = keep_dir or tmp
     if keep_dir and os.path.exists(keep_dir):
       raise SystemExit(f"--keep_workdirs: {keep_dir} exists; name a fresh directory")
-    logged = trainer.train(config, workdir)
+    logged = trainer.train(experiment.parse(config), workdir)
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows = [json.loads(line) for line in f]
   curves = {t: [[r["step"], r[f"{t}/{t}_loss/loss"]] for r in rows if f"{t}/{t}_loss/loss" in r]

@@ -53,7 +53,7 @@ def step_rate(config, task: str, batch, steps: int) -> float:
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
-  graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)
+  graphdef, init_fn, abstract = abstract_train_state(spec, config.seed, optimizer)
   state_sh = sharding.state_shardings(abstract, mesh)
   state = jax.jit(init_fn, out_shardings=state_sh)()
   step = jax.jit(make_train_step(graphdef, objectives[task], optimizer, config.seed,

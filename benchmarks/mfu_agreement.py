@@ -59,7 +59,7 @@ def child(a) -> dict:
                           jax.device_count())
   batches = [synthetic_batch(config.model.modalities, a.batch, seed=i) for i in range(2)]
   with tempfile.TemporaryDirectory() as workdir:
-    trainer.train(config, workdir, iterators={"default": InMemoryIterator(batches)})
+    trainer.train(experiment.parse(config), workdir, iterators={"default": InMemoryIterator(batches)})
     rows = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
   mfus = [r["perf/mfu"] for r in rows if "perf/mfu" in r][1:]
   return {"devices": jax.device_count(), "benchmark_mfu": bench["mfu"],

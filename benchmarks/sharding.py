@@ -42,7 +42,7 @@ def main():
                                         weight_decay=0.1, b1=0.9, b2=0.95, clip_norm=1.0))
   optimizer = optim.make_optimizer(ocfg, 1000)
   config = ml_collections.ConfigDict(dict(seed=0))
-  graphdef, _, abstract = abstract_train_state(config, spec, optimizer)
+  graphdef, _, abstract = abstract_train_state(spec, config.seed, optimizer)
   n_params = sum(x.size for x in jax.tree.leaves(abstract.params))
   batch = {"text": jax.ShapeDtypeStruct((8, 64), jnp.int32),
            "text_mask": jax.ShapeDtypeStruct((8, 64), jnp.bool_)}

@@ -67,7 +67,7 @@ def bare_steps_per_s(config, batches, steps: int) -> float:
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
-  graphdef, init_fn, abstract = step_lib.abstract_train_state(config, spec, optimizer)
+  graphdef, init_fn, abstract = step_lib.abstract_train_state(spec, config.seed, optimizer)
   rules = sharding.rules_from_config(config.sharding.rules)
   state_sh = sharding.state_shardings(abstract, mesh, rules)
   fn = make_train_step(graphdef, objectives["default"], optimizer, config.seed,
@@ -88,7 +88,7 @@ def bare_steps_per_s(config, batches, steps: int) -> float:
 
 def trainer_steps_per_s(config, batches) -> float:
   with tempfile.TemporaryDirectory() as workdir:
-    trainer.train(config, workdir, iterators={"default": InMemoryIterator(batches)})
+    trainer.train(experiment.parse(config), workdir, iterators={"default": InMemoryIterator(batches)})
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       rows = [json.loads(line) for line in f if "perf/steps_per_s" in line]
   windows = rows[1:]  # the first window holds the compile

@@ -33,8 +33,8 @@ def print_schedule(spec: str | None, overrides: list[str], steps: int) -> int:
     cli.fail("--print_schedule N needs --config and N >= 0, e.g. python -m mmjax.train "
              "--config configs/mm_world.py:tiny --print_schedule 20")
   try:
-    config = experiment.load(spec, overrides)
-    print(schedules.preview(schedules.make_schedule(config), list(config.tasks), steps))
+    exp = experiment.parse(config_lib.load(spec, overrides))
+    print(schedules.preview(exp.schedule, list(exp.tasks), steps))
   except config_lib.ConfigError as e:
     cli.fail(str(e))
   return 0
@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
   from mmjax.checkpoint import workdir as workdir_lib
   try:
     workdir_lib.check_usable(FLAGS.workdir)
-    config = experiment.load(FLAGS.config, overrides)
+    exp = experiment.parse(config_lib.load(FLAGS.config, overrides))
   except (config_lib.ConfigError, workdir_lib.WorkdirError) as e:
     cli.fail(str(e))
   from mmjax.runtime import distributed
@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            FLAGS.distributed_timeout_s)
-    result = trainer.train(config, FLAGS.workdir, compile_only=FLAGS.compile_only)
+    result = trainer.train(exp, FLAGS.workdir, compile_only=FLAGS.compile_only)
   except MmjaxError as e:
     cli.fail(str(e), code=1)
   except Exception as e:  # noqa: BLE001

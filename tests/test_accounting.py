@@ -143,7 +143,7 @@ def test_active_parameters_leave_out_the_experts_a_token_is_not_sent_to():
   for variant in ("tiny_early", "tiny_early_moe"):
     config = experiment.load(TINY.replace("mm_world.py:tiny", f"mm_world_fusion.py:{variant}"))
     spec = build.model_spec(config)
-    _, _, abstract = abstract_train_state(config, spec, optim.make_optimizer(config.optim, 10))
+    _, _, abstract = abstract_train_state(spec, config.seed, optim.make_optimizer(config.optim, 10))
     total = flops.param_count(abstract.params)
     counts[variant] = (total, flops.active_param_count(spec, total), spec)
   total, active, _ = counts["tiny_early"]

@@ -68,9 +68,9 @@ def iterators_for(config, shapes_change_at: int | None = None) -> dict:
 def test_two_task_run_compiles_each_step_once_and_logs_every_task(tmp_path):
   config = two_task_config(total_steps=24)
   with StepCompiles() as compiles:
-    trainer.train(config, str(tmp_path), iterators=iterators_for(config))
+    trainer.train(experiment.parse(config), str(tmp_path), iterators=iterators_for(config))
   assert len(compiles.names) == 2, compiles.names  # one per (task, shape), over 24 steps
-  schedule = schedules.make_schedule(config)
+  schedule = experiment.parse(config).schedule
   taken = {t: sum(schedule.task_at(s) == t for s in range(24)) for t in config.tasks}
   assert all(taken.values())
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
@@ -101,7 +101,7 @@ def test_two_task_run_compiles_each_step_once_and_logs_every_task(tmp_path):
 def test_a_batch_of_new_shapes_after_warm_up_is_counted(tmp_path):
   config = two_task_config(total_steps=20)
   with StepCompiles() as compiles:
-    trainer.train(config, str(tmp_path), iterators=iterators_for(config, shapes_change_at=3))
+    trainer.train(experiment.parse(config), str(tmp_path), iterators=iterators_for(config, shapes_change_at=3))
   assert len(compiles.names) == 3, compiles.names
   last = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")
           if "perf/mfu" in line][-1]

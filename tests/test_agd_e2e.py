@@ -9,6 +9,7 @@ import os
 import pytest
 
 from mmjax import schedules
+from mmjax import experiment
 from mmjax.config import recipe as config_lib
 from tests.conftest import ROOT, run_cli
 from tests.test_train_e2e import killed_and_resumed_matches_uninterrupted, read_metrics
@@ -25,7 +26,7 @@ def agd_args(workdir, data_dir, *overrides) -> list[str]:
 
 
 def steps_per_task(total: int) -> dict[str, int]:
-  schedule = schedules.make_schedule(config_lib.load_recipe(AGD_TINY))
+  schedule = experiment.parse(config_lib.load_recipe(AGD_TINY)).schedule
   return {t: sum(schedule.task_at(s) == t for s in range(total)) for t in TASKS}
 
 

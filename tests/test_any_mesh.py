@@ -26,7 +26,7 @@ def loss_curve(world_dir, mesh_sizes, *overrides, steps=STEPS, devices=None):
   spec = build.model_spec(config)
   objectives = build.task_objectives(config)["default"]
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
-  graphdef, init_fn, abstract = abstract_train_state(config, spec, optimizer)
+  graphdef, init_fn, abstract = abstract_train_state(spec, config.seed, optimizer)
   rules = sharding.rules_from_config(config.sharding.rules)
   state_sh = sharding.state_shardings(abstract, mesh, rules)
   state = jax.jit(init_fn, out_shardings=state_sh)()

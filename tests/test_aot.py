@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(jax.device_count() < 8,
 
 def compile_only(world_dir, tmp_path, *overrides):
   config = experiment.load(TINY, [f"tasks.default.data.data_dir={world_dir}", *overrides])
-  return trainer.train(config, str(tmp_path), compile_only=True)["default"]
+  return trainer.train(experiment.parse(config), str(tmp_path), compile_only=True)["default"]
 
 
 def test_compile_only_reports_per_device_memory_and_shards_state(world_dir, tmp_path):
@@ -80,12 +80,11 @@ def test_compile_only_of_an_moe_recipe_splits_experts_and_closes_its_input(
   # Held here, so only close() (not garbage collection) can stop its read-ahead threads.
   iterators = {"default": pipeline.make_train_iterator(
       task.data, batch_size=task.batch_size, seed=0, process_index=0, process_count=1)}
-  r = trainer.train(config, str(tmp_path), compile_only=True, iterators=iterators)["default"]
+  r = trainer.train(experiment.parse(config), str(tmp_path), compile_only=True, iterators=iterators)["default"]
   assert r["params_bytes"] > 0 and r["temp_bytes"] > 0 and r["flops"] > 0
   assert "per-device memory" in capsys.readouterr().err
   spec = build.model_spec(config, build.task_objectives(config))
-  abstract = step_lib.abstract_train_state(
-      config, spec, optim.make_optimizer(config.optim, config.total_steps))[2]
+  abstract = step_lib.abstract_train_state(spec, config.seed, optim.make_optimizer(config.optim, config.total_steps))[2]
   names = jax.tree.leaves(axes.logical_axes_of(abstract.params),
                          is_leaf=lambda x: isinstance(x, axes.Names))
   sizes = [x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract.params)]

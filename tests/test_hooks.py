@@ -54,7 +54,7 @@ def test_mfu_is_analytic_flops_over_the_peak_of_all_devices():
 
 def test_accounting_counts_steps_before_a_resume_by_replaying_the_schedule():
   config = experiment.load(TWO_TASKS)
-  schedule = schedules.make_schedule(config)
+  schedule = experiment.parse(config).schedule
   costs = {"default": StepCost(16, 1408, 1e8), "masked_text": StepCost(16, 768, 3e7)}
   whole = Accounting(schedule, 0)
   for s in range(20):
@@ -71,7 +71,7 @@ def _tiny_step(freeze: bool):
   objectives = build.task_objectives(config)
   spec = build.model_spec(config, objectives)
   optimizer = optim.make_optimizer(config.optim, config.total_steps)
-  graphdef, init_fn, _ = step_lib.abstract_train_state(config, spec, optimizer)
+  graphdef, init_fn, _ = step_lib.abstract_train_state(spec, config.seed, optimizer)
   step = jax.jit(make_train_step(graphdef, objectives["default"], optimizer, 0,
                                  freeze_after_nonfinite=freeze))
   batch = synthetic_batch(config.model.modalities, 4)
@@ -101,6 +101,6 @@ def test_in_memory_iterator_resumes_at_its_position():
 def test_host_schedule_reads_the_learning_rate_of_any_step_across_chunks():
   cfg = experiment.load(TINY, ["total_steps=300", "optim.warmup_steps=20"]).optim
   schedule = optim.learning_rate_schedule(cfg, 300)
-  host = optim.HostSchedule(schedule, chunk=64)
+  host = optim.HostLearningRate(schedule, chunk=64)
   for step in (0, 19, 20, 63, 64, 65, 200, 127, 299):  # back and forth over chunk edges
     assert host(step) == pytest.approx(float(schedule(step)), rel=1e-6, abs=1e-12)

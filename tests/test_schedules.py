@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 
 from mmjax import schedules
+from mmjax.config.task_settings import all_task_settings
 from mmjax.errors import ConfigError
+
+
+def _schedule(cfg):
+  return schedules.make_schedule(cfg.schedule, all_task_settings(cfg), cfg.seed)
 
 
 def _config(weights, kind="weighted", seed=0):
@@ -17,7 +22,7 @@ def _config(weights, kind="weighted", seed=0):
     {"a": 1.0, "b": 1.0}, {"a": 3.0, "b": 1.0, "c": 0.5}, {"a": 0.1, "b": 0.7, "c": 0.15, "d": 0.05},
     {"a": 1.0, "b": 0.0, "c": 2.0}])
 def test_weighted_shares_stay_within_one_step_of_their_weights(weights):
-  sched = schedules.make_schedule(_config(weights))
+  sched = _schedule(_config(weights))
   total = sum(weights.values())
   counts = dict.fromkeys(weights, 0)
   for n in range(1, 1001):
@@ -29,14 +34,14 @@ def test_weighted_shares_stay_within_one_step_of_their_weights(weights):
 def test_a_resumed_schedule_continues_the_same_sequence():
   for kind in ("weighted", "sampled"):
     cfg = _config({"a": 2.0, "b": 1.0, "c": 1.0}, kind)
-    first = [schedules.make_schedule(cfg).task_at(s) for s in range(300)]
-    resumed = schedules.make_schedule(cfg)  # a new process: starts at step 200
+    first = [_schedule(cfg).task_at(s) for s in range(300)]
+    resumed = _schedule(cfg)  # a new process: starts at step 200
     assert [resumed.task_at(s) for s in range(200, 300)] == first[200:]
 
 
 def test_sampled_draws_wander_where_weighted_does_not():
   cfg = _config({"a": 1.0, "b": 1.0}, "sampled", seed=1)
-  s = schedules.make_schedule(cfg)
+  s = _schedule(cfg)
   share = np.mean([s.task_at(i) == "a" for i in range(1000)])
   assert 0.4 < share < 0.6 and share != 0.5
 
@@ -48,7 +53,7 @@ def test_sampled_draws_wander_where_weighted_does_not():
 ])
 def test_bad_weights_are_refused(weights, message):
   with pytest.raises(ConfigError, match=message):
-    schedules.make_schedule(_config(weights))
+    _schedule(_config(weights))
 
 
 def _interval_config(intervals, order=()):
@@ -58,7 +63,7 @@ def _interval_config(intervals, order=()):
 
 
 def test_interval_runs_each_task_on_its_turns_rarest_first():
-  sched = schedules.make_schedule(_interval_config({"main": 1, "mlm": 4, "cap": 2}))
+  sched = _schedule(_interval_config({"main": 1, "mlm": 4, "cap": 2}))
   # Due at step s: every task whose interval divides s; the rarest due task runs (the
   # default order: mlm, cap, main), the others skip that turn.
   assert [sched.task_at(s) for s in range(9)] == [
@@ -66,18 +71,18 @@ def test_interval_runs_each_task_on_its_turns_rarest_first():
 
 
 def test_interval_conflicts_go_to_the_first_task_of_an_explicit_order():
-  sched = schedules.make_schedule(_interval_config({"a": 1, "b": 2, "c": 3}, ("c", "b", "a")))
+  sched = _schedule(_interval_config({"a": 1, "b": 2, "c": 3}, ("c", "b", "a")))
   assert [sched.task_at(s) for s in range(7)] == ["c", "a", "b", "c", "b", "a", "c"]
   # With a (due at every step) before b, b's turns all go to a or c.
   with pytest.raises(ConfigError, match=r"tasks.b.interval=2: task 'b' never runs.*"
                                         r"\('c', 'a', 'b'\)"):
-    schedules.make_schedule(_interval_config({"a": 1, "b": 2, "c": 3}, ("c", "a", "b")))
+    _schedule(_interval_config({"a": 1, "b": 2, "c": 3}, ("c", "a", "b")))
 
 
 def test_interval_schedule_is_a_pure_function_of_the_step():
   cfg = _interval_config({"a": 1, "b": 3, "c": 5})
-  first = [schedules.make_schedule(cfg).task_at(s) for s in range(100)]
-  resumed = schedules.make_schedule(cfg)  # a new process, asked out of order
+  first = [_schedule(cfg).task_at(s) for s in range(100)]
+  resumed = _schedule(cfg)  # a new process, asked out of order
   assert [resumed.task_at(s) for s in reversed(range(100))] == first[::-1]
   assert resumed.task_at(10**9 + 7) == first[(10**9 + 7) % 15]  # the period is lcm = 15
 
@@ -92,7 +97,7 @@ def test_interval_schedule_is_a_pure_function_of_the_step():
 ])
 def test_intervals_that_cannot_schedule_every_task_are_refused(intervals, order, message):
   with pytest.raises(ConfigError, match=message):
-    schedules.make_schedule(_interval_config(intervals, order))
+    _schedule(_interval_config(intervals, order))
 
 
 def test_print_schedule_prints_the_tasks_and_exits_without_building_anything(tmp_path):
@@ -120,12 +125,12 @@ def test_print_schedule_prints_the_tasks_and_exits_without_building_anything(tmp
 def test_sequence_repeats_its_cycle_and_refuses_unknown_or_left_out_tasks():
   cfg = _config({"a": 1.0, "b": 1.0})
   cfg.schedule = ml_collections.ConfigDict(dict(type="sequence", cycle=("a", "a", "b")))
-  s = schedules.make_schedule(cfg)
+  s = _schedule(cfg)
   assert [s.task_at(i) for i in range(7)] == ["a", "a", "b", "a", "a", "b", "a"]
-  assert schedules.make_schedule(cfg).task_at(1001) == "b"  # a pure function of the step
+  assert _schedule(cfg).task_at(1001) == "b"  # a pure function of the step
   cfg.schedule.cycle = ("a", "bb")
   with pytest.raises(ConfigError, match="'bb', which is not a task.*did you mean 'b'"):
-    schedules.make_schedule(cfg)
+    _schedule(cfg)
   cfg.schedule.cycle = ("a",)
   with pytest.raises(ConfigError, match="leaves out b"):
-    schedules.make_schedule(cfg)
+    _schedule(cfg)

@@ -47,7 +47,7 @@ class Tiny:
     self.objectives = build.task_objectives(config)[task]
     self.spec = build.model_spec(config)
     self.optimizer = optim.make_optimizer(config.optim, config.total_steps)
-    self.graphdef, init_fn, _ = abstract_train_state(config, self.spec, self.optimizer)
+    self.graphdef, init_fn, _ = abstract_train_state(self.spec, config.seed, self.optimizer)
     self.state = jax.jit(init_fn)()
     t = config.tasks[task]
     it = pipeline.make_train_iterator(t.data, batch_size=t.batch_size, seed=config.seed)
@@ -129,7 +129,8 @@ def test_evaluation_never_drops_tokens(world_dir, tiny):
   """The loss evaluator of a task with token drop equals the one of the same task without."""
   def eval_loss(config):
     ctx = EvalContext(graphdef=tiny.graphdef, mesh=make_mesh({"data": 1}, jax.devices()[:1]),
-                      tasks=config.tasks, objectives=build.task_objectives(config),
+                      data={n: t.data for n, t in config.tasks.items()},
+                      objectives=build.task_objectives(config),
                       batch_size=64)
     return dict(EvalLoss("loss", EvalLossConfig(split="test"), ctx).run(tiny.state.params))
   dropped = eval_loss(_load(world_dir, "tasks.default.token_drop={'video': 0.5}"))
@@ -176,7 +177,7 @@ def _train(config, workdir):
   with config.unlocked():
     config.evals = ml_collections.ConfigDict()  # nothing to compile but the steps
     config.progress = False
-  return trainer.train(config, str(workdir))
+  return trainer.train(experiment.parse(config), str(workdir))
 
 
 @pytest.mark.slow  # three real training runs (~40 s)

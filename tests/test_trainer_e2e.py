@@ -29,7 +29,7 @@ def test_two_tasks_each_keep_their_metrics_and_counts_survive_a_resume(world_dir
   whole = tmp_path / "whole"
   proc = run_cli("mmjax.train", two_task_args(whole, world_dir))
   assert proc.stderr.count("compiled the step of task") == 2  # once per task, never again
-  schedule = schedules.make_schedule(experiment.load(TWO_TASKS))
+  schedule = experiment.parse(experiment.load(TWO_TASKS)).schedule
   rows = [r for r in read_metrics(whole) if "perf/mfu" in r]
   assert [r["step"] for r in rows] == [4, 8, 12]
   for r in rows:

@@ -104,6 +104,14 @@ def apply_override(config: ml_collections.ConfigDict, assignment: str) -> None:
     node[parts[-1]] = _parse_like(old, text, key)
 
 
+def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+  """The recipe with its overrides applied; mmjax.experiment.parse checks it as a whole."""
+  config = load_recipe(spec)
+  for o in overrides:
+    apply_override(config, o)
+  return config
+
+
 def from_json(text: str) -> ml_collections.ConfigDict:
   """The config a workdir's config.json holds (tuples come back as lists; see to_json),
   upgraded to today's layout if an older version of mmjax wrote it."""

@@ -35,8 +35,9 @@ def parse_eval(name: str, cfg, objectives: Mapping[str, tuple]) -> object:
   return c
 
 
-def make_evaluators(evals_cfg, ctx: EvalContext) -> list:
-  return [parse_eval(n, c, ctx.objectives).build(n, ctx) for n, c in evals_cfg.items()]
+def make_evaluators(evals: Mapping[str, object], ctx: EvalContext) -> list:
+  """The evaluators of parsed configs ({name: config}, as `parse_eval` returns them)."""
+  return [c.build(n, ctx) for n, c in evals.items()]
 
 
 __all__ = ["EVALUATORS", "EvalContext", "make_evaluators", "parse_eval"]

@@ -15,7 +15,7 @@ from mmjax.runtime import sharding
 class EvalContext:
   graphdef: Any
   mesh: jax.sharding.Mesh
-  tasks: Mapping[str, Any]            # task name -> task ConfigDict
+  data: Mapping[str, Any]             # task name -> the task's data section
   objectives: Mapping[str, tuple]     # task name -> objectives
   batch_size: int
   process_index: int = 0
@@ -24,7 +24,7 @@ class EvalContext:
   def batches(self, task: str, split: str) -> Iterator[dict]:
     """Host-local numpy batches covering the split exactly once; padded rows have _valid=False."""
     from mmjax.data import pipeline  # evaluators need the data stack only when they run
-    data_cfg = self.tasks[task].data
+    data_cfg = self.data[task]
     yield from pipeline.iter_eval_batches(
         data_cfg, split=split or data_cfg.eval_split, batch_size=self.batch_size,
         process_index=self.process_index, process_count=self.process_count)

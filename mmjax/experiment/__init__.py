@@ -1,8 +1,10 @@
-"""The experiment: a recipe loaded, overridden and checked as a whole.
+"""The experiment: a recipe loaded, overridden and parsed once into typed parts.
 
-Owns the parse of a recipe's ConfigDict into what training, evaluation and sweeps use
-(objectives per task, the model spec). May import every component package (models,
-objectives, evaluators, schedules, data, runtime) and config; never training or checkpoint.
+Owns the parse of a recipe's ConfigDict (mmjax/config) into the `Experiment` that training,
+evaluation and sweeps use: the model spec, each task's settings, objectives and data, the
+task schedule, the evaluators' configs, and the optimizer, checkpoint, trainer and mesh
+sections. May import config, errors, the component packages (models, objectives,
+evaluators, schedules, data) and runtime; never training, checkpoint or scaling.
 """
 from __future__ import annotations
 
@@ -10,14 +12,20 @@ from typing import Sequence
 
 import ml_collections
 
-from mmjax.config.recipe import apply_override, load_recipe
-from mmjax.experiment.checks import validate
+from mmjax.config import recipe
+from mmjax.experiment.experiment import Experiment, Task, parse
 
 
 def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
-  """Recipe + overrides, validated."""
-  config = load_recipe(spec)
-  for o in overrides:
-    apply_override(config, o)
-  validate(config)
+  """Recipe + overrides, checked by a full parse (the ConfigDict, for tools that edit it)."""
+  config = recipe.load(spec, overrides)
+  parse(config)
   return config
+
+
+def validate(config: ml_collections.ConfigDict) -> Experiment:
+  """The parse of `config`: raises ConfigError naming the first invalid key."""
+  return parse(config)
+
+
+__all__ = ["Experiment", "Task", "load", "parse", "validate"]

@@ -29,3 +29,19 @@ class StopRequested:
 
   def __bool__(self):
     return self.signum is not None
+
+
+class StopAgreement:
+  """Whether the processes stop now. A signal reaches the processes at slightly different
+  steps; all must stop at the same one, or one would wait forever in a collective the others
+  never enter. So they agree at fixed steps, every few steps (a collective costs a round
+  trip)."""
+
+  def __init__(self, any_process):
+    self.requested = StopRequested()
+    self.stopping = False
+    self._any_process = any_process  # bool -> bool: whether any process passed True
+
+  def check(self, step: int) -> None:
+    del step
+    self.stopping = self._any_process(bool(self.requested))

@@ -15,23 +15,24 @@ with a frozen dataclass config, one line in SCHEDULES.
 from __future__ import annotations
 
 from collections import Counter
+from typing import Mapping
 
 from mmjax.config.registry import Registry
 from mmjax.schedules.interval import IntervalConfig
 from mmjax.schedules.sampled import SampledConfig
 from mmjax.schedules.sequence import SequenceConfig
 from mmjax.schedules.weighted import WeightedConfig
-from mmjax.config.task_settings import all_task_settings
+from mmjax.config.task_settings import TaskSettings
 
 SCHEDULES = Registry("schedule", {"weighted": WeightedConfig, "sampled": SampledConfig,
                                   "interval": IntervalConfig, "sequence": SequenceConfig})
 
 
-def make_schedule(config):
-  """The run's schedule from `config.schedule` and the tasks' settings; raises ConfigError
-  (before anything is built) when it could not schedule every task."""
-  cfg = SCHEDULES.parse(config.get("schedule", {"type": "weighted"}), "schedule")
-  return cfg.build(all_task_settings(config), config.seed)
+def make_schedule(section, settings: Mapping[str, TaskSettings], seed: int):
+  """The run's schedule from its `schedule` section and the tasks' settings (in config
+  order); raises ConfigError (before anything is built) when it could not schedule every
+  task."""
+  return SCHEDULES.parse(section, "schedule").build(settings, seed)
 
 
 def preview(schedule, names, steps: int) -> str:

@@ -13,8 +13,8 @@ def learning_rate_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
       end_value=optim_cfg.learning_rate * optim_cfg.end_lr_fraction)
 
 
-class HostSchedule:
-  """A schedule's values read on the host, `chunk` steps computed at once.
+class HostLearningRate:
+  """The learning rate read on the host, `chunk` steps computed at once.
 
   For logging while steps are in flight: on one device, even a scalar op waits for every
   step dispatched before it, so evaluating the schedule at a log step would stall the loop

@@ -128,12 +128,12 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
   return train_step
 
 
-def abstract_train_state(config, spec, optimizer):
+def abstract_train_state(spec, seed: int, optimizer):
   """(graphdef, init function, abstract TrainState) without allocating anything."""
-  graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(spec, config.seed)))
+  graphdef = nnx.graphdef(nnx.eval_shape(lambda: build_model(spec, seed)))
 
   def init():
-    return init_state(lambda: nnx.split(build_model(spec, config.seed), nnx.Param)[1], optimizer)
+    return init_state(lambda: nnx.split(build_model(spec, seed), nnx.Param)[1], optimizer)
 
   return graphdef, init, jax.eval_shape(init)
 
