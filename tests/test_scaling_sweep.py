@@ -113,7 +113,7 @@ def test_the_tiny_sweep_spans_enough_sizes_and_budgets():
   configs = sweep.validate(runs)
   assert len(runs) >= 12
   assert len({(c.model.width, c.model.depth) for c in configs.values()}) >= 4
-  assert len({c.total_steps * c.tasks.default.batch_size for c in configs.values()}) >= 3
+  assert len({c.total_steps * c.tasks["default"].batch_size for c in configs.values()}) >= 3
 
 
 def test_print_launcher_and_slurm_dry_run(tmp_path):

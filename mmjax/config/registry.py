@@ -85,6 +85,10 @@ class Registry:
     """The types whose config has a field of this name."""
     return [t for t, c in sorted(self.classes.items()) if field in field_names(c)]
 
+  def type_name(self, config: Any) -> str:
+    """The type name a parsed config was selected by."""
+    return next(t for t, c in self.classes.items() if type(config) is c)
+
   def config_class(self, type_name: Any, key: str) -> type:
     if type_name not in self.classes:
       raise ConfigError(f"config.{key}.type={type_name!r}: unknown {self.kind} type"

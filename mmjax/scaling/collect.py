@@ -18,6 +18,7 @@ import os
 import sys
 from typing import Sequence
 
+from mmjax import experiment
 from mmjax.config import recipe as config_lib
 from mmjax.checkpoint import workdir as workdir_lib
 from mmjax.errors import MmjaxError
@@ -52,30 +53,30 @@ def collect_run(workdir: str, name: str, objective: str) -> dict:
   if not os.path.isdir(workdir):
     raise ValueError("missing: never started")
   try:
-    config = workdir_lib.read_config(workdir)
+    exp = experiment.parse(workdir_lib.read_config(workdir))
   except FileNotFoundError:
     raise ValueError("unfinished: no config.json (failed before training started)") from None
   rows = runner.read_rows(workdir)
-  state = runner.status(workdir, config)
+  state = runner.status(workdir, exp)
   if state != "finished":
     ckpts = runner.checkpoint_steps(workdir)
     last = ckpts[-1] if ckpts else "none"
-    raise ValueError(f"unfinished: last checkpoint {last} of {config.total_steps} steps, "
-                     f"final eval row {'present' if runner.final_eval_row(rows, config) else 'missing'}"
+    raise ValueError(f"unfinished: last checkpoint {last} of {exp.total_steps} steps, "
+                     f"final eval row {'present' if runner.final_eval_row(rows, exp) else 'missing'}"
                      f"{_last_error(workdir)}")
-  final = runner.final_eval_row(rows, config)
+  final = runner.final_eval_row(rows, exp)
   at_end = {}
   for r in rows:  # trainer figures (params/tokens/flops) of the last training row
-    if r.get("step") == config.total_steps:
+    if r.get("step") == exp.total_steps:
       at_end.update(r)
-  n = counts.run_counts(config, at_end, config.total_steps)
+  n = counts.run_counts(exp, at_end, exp.total_steps)
   loss = float(final[loss_key(final, objective)])
   if not math.isfinite(loss):
     raise ValueError(f"failed: final loss is {loss}")
-  evals = {k: v for k, v in final.items() if k.startswith(runner.eval_prefixes(config))}
-  return dict(run=name, fusion=fusion_of(config), params=n["params"],
+  evals = {k: v for k, v in final.items() if k.startswith(runner.eval_prefixes(exp))}
+  return dict(run=name, fusion=fusion_of(exp), params=n["params"],
               active_params=float(at_end.get(MOE_ACTIVE_KEY, n["params"])), tokens=n["tokens"],
-              flops=n["flops"], examples=n["examples"], steps=config.total_steps, loss=loss,
+              flops=n["flops"], examples=n["examples"], steps=exp.total_steps, loss=loss,
               **evals)
 
 

@@ -17,30 +17,27 @@ TRAINER_KEYS = dict(params="model/params", tokens="train/tokens", flops="perf/fl
                     examples="train/examples")
 
 
-def param_count(config) -> int:
-  """Total parameters of the config's model, from abstract shapes (allocates nothing)."""
+def param_count(exp) -> int:
+  """Total parameters of the experiment's model, from abstract shapes (allocates nothing)."""
   import jax
   from flax import nnx
-  from mmjax.experiment import build
   from mmjax.models.model import build_model
-  spec = build.model_spec(config)
-  params = nnx.state(nnx.eval_shape(lambda: build_model(spec, 0)), nnx.Param)
+  params = nnx.state(nnx.eval_shape(lambda: build_model(exp.model, 0)), nnx.Param)
   return int(sum(math.prod(x.shape) for x in jax.tree.leaves(params)))
 
 
-def tokens_per_example(config, task: str) -> int:
+def tokens_per_example(exp, task: str) -> int:
   """Input tokens of one example of `task`: every modality its objectives encode, once."""
-  from mmjax.experiment import build
-  objectives = build.task_objectives(config)
-  specs = build.model_spec(config, objectives).modalities
-  used = dict.fromkeys(m for o in objectives[task] for m in o.modalities)
+  specs = exp.model.modalities
+  used = dict.fromkeys(m for o in exp.tasks[task].objectives for m in o.modalities)
   return int(sum(specs[m].num_tokens(specs[m].shape) for m in used))
 
 
 def loaded(spec: str, overrides: Sequence[str]):
-  from mmjax.config import recipe as config_lib
+  """The parsed experiment of a recipe + overrides."""
   from mmjax import experiment
-  return experiment.load(spec, overrides)
+  from mmjax.config import recipe
+  return experiment.parse(recipe.load(spec, overrides))
 
 
 def params_of(spec: str, overrides: Sequence[str]) -> int:
@@ -52,7 +49,7 @@ def tokens_per_example_of(spec: str, overrides: Sequence[str], task: str = "defa
   return tokens_per_example(loaded(spec, overrides), task)
 
 
-def run_counts(config, row: Mapping, step: int) -> dict:
+def run_counts(exp, row: Mapping, step: int) -> dict:
   """{params, tokens, flops, examples} of a run after `step` steps.
 
   `row` is the metrics.jsonl row at `step` (the trainer's own figures when it has them).
@@ -62,13 +59,13 @@ def run_counts(config, row: Mapping, step: int) -> dict:
   out = {k: float(row[v]) for k, v in TRAINER_KEYS.items() if v in row}
   if len(out) == len(TRAINER_KEYS):
     return out
-  tasks = list(config.tasks)
+  tasks = list(exp.tasks)
   if len(tasks) != 1:
     raise ValueError(f"run has tasks {tasks} and its metrics lack {sorted(TRAINER_KEYS.values())}"
                      f"; per-task token counts need the trainer's figures")
   task = tasks[0]
-  examples = float(step * config.tasks[task].batch_size)
-  derived = dict(examples=examples, params=float(param_count(config)))
-  derived["tokens"] = examples * tokens_per_example(config, task)
+  examples = float(step * exp.tasks[task].batch_size)
+  derived = dict(examples=examples, params=float(param_count(exp)))
+  derived["tokens"] = examples * tokens_per_example(exp, task)
   derived["flops"] = 6.0 * derived["params"] * derived["tokens"]
   return {**derived, **out}

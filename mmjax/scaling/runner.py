@@ -28,9 +28,9 @@ SWEEP_JSON = "sweep.json"  # the runs of the sweep, as planned: collect reads it
 LOG = "sweep.log"          # a run's train output, appended across attempts
 
 
-def eval_prefixes(config) -> tuple[str, ...]:
-  """Metric name prefixes of the config's evaluators: `<task>/<eval name>/`."""
-  return tuple(f"{ev.get('task', 'default')}/{name}/" for name, ev in config.evals.items())
+def eval_prefixes(exp) -> tuple[str, ...]:
+  """Metric name prefixes of the experiment's evaluators: `<task>/<eval name>/`."""
+  return tuple(f"{ev.task}/{name}/" for name, ev in exp.evals.items())
 
 
 def read_rows(workdir: str) -> list[dict]:
@@ -47,12 +47,12 @@ def read_rows(workdir: str) -> list[dict]:
   return rows
 
 
-def final_eval_row(rows: Sequence[Mapping], config) -> dict | None:
+def final_eval_row(rows: Sequence[Mapping], exp) -> dict | None:
   """The eval row written at the last step, merged if the evaluators wrote several."""
-  prefixes = eval_prefixes(config)
+  prefixes = eval_prefixes(exp)
   merged = {}
   for r in rows:
-    if r.get("step") == config.total_steps and any(k.startswith(prefixes) for k in r):
+    if r.get("step") == exp.total_steps and any(k.startswith(prefixes) for k in r):
       merged.update(r)
   return merged or None
 
@@ -65,12 +65,12 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in os.listdir(d) if n.isdigit())
 
 
-def status(workdir: str, config) -> str:
+def status(workdir: str, exp) -> str:
   """'finished', 'unfinished' (started, or final eval missing) or 'missing'."""
   if not os.path.isdir(workdir):
     return "missing"
-  done = config.total_steps in checkpoint_steps(workdir)
-  return "finished" if done and final_eval_row(read_rows(workdir), config) else "unfinished"
+  done = exp.total_steps in checkpoint_steps(workdir)
+  return "finished" if done and final_eval_row(read_rows(workdir), exp) else "unfinished"
 
 
 def train_command(run: Run, workdir: str, python: str = sys.executable) -> list[str]:
@@ -90,12 +90,12 @@ def read_plan(out: str) -> list[Run]:
     return [Run.from_dict(d) for d in json.load(f)]
 
 
-def prepare_data(configs: Mapping) -> None:
+def prepare_data(experiments: Mapping) -> None:
   """Builds the built-in world once, before parallel runs would all race to build it."""
   from mmjax.data import sources, world
   done = set()
-  for config in configs.values():
-    for task in config.tasks.values():
+  for exp in experiments.values():
+    for task in exp.tasks.values():
       name, data_dir = task.data.name, sources.default_data_dir(task.data.data_dir)
       if name.startswith(sources.WORLD) and (name, data_dir) not in done:
         world.prepare(name.partition("/")[2] or "default", data_dir)
@@ -104,11 +104,11 @@ def prepare_data(configs: Mapping) -> None:
 
 # ------------------------------------------------------------------ local
 
-def estimated_cost(config) -> float:
+def estimated_cost(exp) -> float:
   """Relative training cost, for ordering runs: parameters x examples of all steps."""
   from mmjax.scaling import counts
-  batch = sum(t.batch_size for t in config.tasks.values()) / len(config.tasks)
-  return float(counts.param_count(config)) * config.total_steps * batch
+  batch = sum(t.batch_size for t in exp.tasks.values()) / len(exp.tasks)
+  return float(counts.param_count(exp)) * exp.total_steps * batch
 
 
 class _Stop:

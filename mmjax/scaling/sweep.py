@@ -51,14 +51,10 @@ class Run:
                tuple(sorted(d.get("tags", {}).items())))
 
 
-def fusion_of(config) -> str:
-  """The fusion type of a loaded config (also of an older `model.fusion="early"` layout)."""
-  node: Any = config
-  for part in KEYS["fusion"].split("."):
-    if not hasattr(node, "keys"):
-      break
-    node = node[part]
-  return str(node)
+def fusion_of(exp) -> str:
+  """The fusion type of a parsed experiment."""
+  from mmjax.models.trunks import TRUNKS
+  return TRUNKS.type_name(exp.model.fusion)
 
 
 def _set(key: str, value, **fmt) -> str:
@@ -186,7 +182,7 @@ def load_sweep(path: str) -> list[Run]:
 
 
 def validate(runs: Iterable[Run]) -> dict:
-  """{run name: loaded config}; raises SweepError listing EVERY problem of the sweep."""
+  """{run name: its parsed Experiment}; raises SweepError listing EVERY problem of the sweep."""
   from mmjax.config import recipe as config_lib
   from mmjax import experiment
   runs = list(runs)
@@ -203,7 +199,7 @@ def validate(runs: Iterable[Run]) -> dict:
   configs = {}
   for r in runs:
     try:
-      configs[r.name] = experiment.load(r.config, r.overrides)
+      configs[r.name] = experiment.parse(config_lib.load(r.config, r.overrides))
     except config_lib.ConfigError as e:
       problems.append(f"run {r.name!r}: {e}")
   if problems:
