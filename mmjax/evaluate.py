@@ -25,7 +25,7 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
   from mmjax.checkpoint.checkpointer import Checkpointer, bytes_read
   from mmjax.config import recipe as config_lib
   from mmjax.runtime import sharding
-  from mmjax.training import optimizer as optim
+  from mmjax.training import optimizer as optim, predict
   from mmjax.training.step import abstract_train_state, with_shardings
 
   config = workdir_lib.read_config(workdir)
@@ -44,10 +44,7 @@ def evaluate(workdir: str, step: int | None = None, overrides=()) -> dict:
     read = bytes_read()
   finally:
     ckpt.close()
-  ctx = evaluators.EvalContext(graphdef=graphdef, mesh=mesh,
-                               data={n: t.data for n, t in exp.tasks.items()},
-                               objectives=exp.objectives,
-                               batch_size=exp.trainer.eval_batch_size)
+  ctx = predict.make_eval_context(graphdef, mesh, exp)
   # Bytes read from disk (files, with Orbax's metadata), else the bytes restored.
   param_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract.params))
   restored = (read - read_before if read is not None and read_before is not None

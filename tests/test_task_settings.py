@@ -15,12 +15,11 @@ from flax import nnx
 from mmjax.experiment import build
 from mmjax.config import recipe as config_lib
 from mmjax import experiment
-from mmjax.training import optimizer as optim
+from mmjax.training import optimizer as optim, predict
 from mmjax.training import token_drop
 from mmjax.training import step as train_step
 from mmjax.data import pipeline
 from mmjax.errors import ConfigError
-from mmjax.evaluators.common import EvalContext
 from mmjax.evaluators.loss import EvalLoss, EvalLossConfig
 from mmjax.models import patchify as tokenizers
 from mmjax.objectives.base import KEEP_SUFFIX
@@ -128,10 +127,8 @@ def test_token_drop_trains_on_kept_tokens_and_flops_count_them(tiny):
 def test_evaluation_never_drops_tokens(world_dir, tiny):
   """The loss evaluator of a task with token drop equals the one of the same task without."""
   def eval_loss(config):
-    ctx = EvalContext(graphdef=tiny.graphdef, mesh=make_mesh({"data": 1}, jax.devices()[:1]),
-                      data={n: t.data for n, t in config.tasks.items()},
-                      objectives=build.task_objectives(config),
-                      batch_size=64)
+    ctx = predict.make_eval_context(tiny.graphdef, make_mesh({"data": 1}, jax.devices()[:1]),
+                                    experiment.parse(config))
     return dict(EvalLoss("loss", EvalLossConfig(split="test"), ctx).run(tiny.state.params))
   dropped = eval_loss(_load(world_dir, "tasks.default.token_drop={'video': 0.5}"))
   assert dropped == eval_loss(tiny.config)

@@ -1,15 +1,17 @@
 """Evaluators, selected by `evals.<name>.type`.
 
 Each type has a frozen dataclass config (defaults + checks; every config has `task`,
-`split` and `every_steps`) whose `check(task_objectives, key)` cross-checks it before anything is built and whose
+`split` and `every_steps`) whose `check(predict_names, key)` cross-checks it, against the
+names of its task's predict functions, before anything is built, and whose
 `build(name, ctx)` makes the evaluator: an object with
 `run(params) -> iterable of (metric name, value)` and `every_steps`. Evaluators reach the
-model only through the objectives' and the model's own prediction functions. Metric names
-are paths: `<task>/<evaluator name>/<what>`. To add one: a new file, one line in EVALUATORS.
+model only through the named predict functions of the context (mmjax/training/predict.py
+makes them; evaluators import no objective). Metric names are paths:
+`<task>/<evaluator name>/<what>`. To add one: a new file, one line in EVALUATORS.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from mmjax.config.registry import Registry
 from mmjax.errors import ConfigError
@@ -23,16 +25,23 @@ EVALUATORS = Registry("evaluator", {
     "loss": EvalLossConfig})
 
 
-def parse_eval(name: str, cfg, objectives: Mapping[str, tuple]) -> object:
-  """The validated config of `evals.<name>`, checked against its task's objectives.
+def parse_eval(name: str, cfg, predict_names: Mapping[str, Sequence]) -> object:
+  """The validated config of `evals.<name>`, checked against its task's predict functions.
 
-  objectives: {task: objectives} of the run (mmjax.experiment.build.task_objectives).
+  predict_names: {task: names of its predict functions} (mmjax.training.predict.predict_names).
   """
   c = EVALUATORS.parse(cfg, f"evals.{name}")
-  if c.task not in objectives:
-    raise ConfigError(f"config.evals.{name}.task={c.task!r}; valid: {sorted(objectives)}")
-  c.check(objectives[c.task], f"evals.{name}")
+  if c.task not in predict_names:
+    raise ConfigError(f"config.evals.{name}.task={c.task!r}; valid: {sorted(predict_names)}")
+  c.check(_names(predict_names[c.task]), f"evals.{name}")
   return c
+
+
+def _names(entries: Sequence) -> tuple[str, ...]:
+  """A task's predict function names. The experiment's parse (mmjax/experiment), which may
+  not import training, hands over the task's objectives instead: then the names of the
+  predict functions they make (each objective's `predict_fns()`)."""
+  return tuple(n for e in entries for n in ((e,) if isinstance(e, str) else e.predict_fns()))
 
 
 def make_evaluators(evals: Mapping[str, object], ctx: EvalContext) -> list:

@@ -1,4 +1,4 @@
-"""What evaluators share: how they reach the model, the mesh and a task's eval data."""
+"""What evaluators share: the model's named predict functions, the mesh and a task's eval data."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,13 +13,25 @@ from mmjax.runtime import sharding
 
 @dataclasses.dataclass(frozen=True)
 class EvalContext:
+  """Built by mmjax/training/predict.py (`make_eval_context`), which makes the predict
+  functions; an evaluator asks for the one it needs by name (`predict`)."""
   graphdef: Any
   mesh: jax.sharding.Mesh
   data: Mapping[str, Any]             # task name -> the task's data section
-  objectives: Mapping[str, tuple]     # task name -> objectives
+  predict_fns: Mapping[str, Mapping[str, Callable]]  # task name -> {name: fn(model, batch, ...)}
   batch_size: int
   process_index: int = 0
   process_count: int = 1
+
+  @property
+  def predict_names(self) -> dict[str, tuple]:
+    return {t: tuple(fns) for t, fns in self.predict_fns.items()}
+
+  def predict(self, task: str, name: str) -> Callable:
+    fns = self.predict_fns[task]
+    if name not in fns:
+      raise KeyError(f"task {task!r} has no predict function {name!r}; it has {sorted(fns)}")
+    return fns[name]
 
   def batches(self, task: str, split: str) -> Iterator[dict]:
     """Host-local numpy batches covering the split exactly once; padded rows have _valid=False."""

@@ -1,11 +1,11 @@
-"""The task's training objectives evaluated on a held-out split (no update)."""
+"""The task's training objectives evaluated on a held-out split (no update): its `loss`
+predict function, averaged over the split."""
 from __future__ import annotations
 
 import dataclasses
 
 import jax
 
-from mmjax import objectives as objectives_lib
 from mmjax.config.registry import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
 
@@ -20,8 +20,8 @@ class EvalLossConfig:
   def __post_init__(self):
     check(self.every_steps > 0, "every_steps", "must be a positive integer")
 
-  def check(self, objectives: tuple, key: str) -> None:
-    del objectives, key  # needs nothing of the task's objectives
+  def check(self, predict_names, key: str) -> None:
+    del predict_names, key  # every task has a `loss` predict function
 
   def build(self, name: str, ctx: EvalContext) -> "EvalLoss":
     return EvalLoss(name, self, ctx)
@@ -32,10 +32,9 @@ class EvalLoss:
   def __init__(self, name: str, cfg: EvalLossConfig, ctx: EvalContext):
     self.name, self.ctx = name, ctx
     self.task, self.split, self.every_steps = cfg.task, cfg.split, cfg.every_steps
-    objs = ctx.objectives[cfg.task]
+    loss = ctx.predict(cfg.task, "loss")
     key = jax.random.key(cfg.seed)
-    self._metrics = ctx.jit(
-        lambda model, batch: objectives_lib.total_loss(objs, model, batch, key)[1])
+    self._metrics = ctx.jit(lambda model, batch: loss(model, batch, key))
 
   def run(self, params):
     # Batch-level losses (contrastive ones especially) depend on the batch, so the padded

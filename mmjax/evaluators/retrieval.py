@@ -7,7 +7,6 @@ import numpy as np
 
 from mmjax.config.registry import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
-from mmjax.objectives import base
 
 
 def recall_at_k(sim_qg: np.ndarray, query_content: np.ndarray, gallery_content: np.ndarray,
@@ -35,7 +34,7 @@ def chance_at_1(query_content: np.ndarray, gallery_content: np.ndarray) -> float
 
 @dataclasses.dataclass(frozen=True)
 class RetrievalConfig:
-  """Embeds every example's `a` and `b` alone (the model's contrastive embedding) and ranks
+  """Embeds every example's `a` and `b` alone (the `embed/<m>` predict functions) and ranks
   by cosine similarity. Examples missing `a` or `b` are left out of queries and gallery.
 
   shuffle: a control; permutes modality `b` across examples before embedding, so a
@@ -54,8 +53,8 @@ class RetrievalConfig:
     check(self.every_steps > 0, "every_steps", "must be a positive integer")
     check(self.a != self.b, "b", f"a and b are both {self.a!r}; name two modalities")
 
-  def check(self, objectives: tuple, key: str) -> None:
-    del objectives, key  # needs nothing of the task's objectives
+  def check(self, predict_names, key: str) -> None:
+    del predict_names, key  # every task has `embed/<m>` for each modality of the model
 
   def build(self, name: str, ctx: EvalContext) -> "Retrieval":
     return Retrieval(name, self, ctx)
@@ -68,12 +67,7 @@ class Retrieval:
     self.task, self.a, self.b, self.split = cfg.task, cfg.a, cfg.b, cfg.split
     self.content_key, self.shuffle, self.seed = cfg.content_key, cfg.shuffle, cfg.seed
     self.every_steps = cfg.every_steps
-
-    def embed(model, batch, m):
-      inputs, valid, present, _ = base.model_inputs(batch, (m,))  # eval never drops tokens
-      return model.embed_modality(inputs, valid=valid, present=present, modality=m)[0]
-    self._embed = {m: ctx.jit(lambda model, batch, m=m: embed(model, batch, m))
-                   for m in (self.a, self.b)}
+    self._embed = {m: ctx.jit(ctx.predict(self.task, f"embed/{m}")) for m in (self.a, self.b)}
 
   def _pairs(self):
     """(batch for side a, batch for side b): the same batch unless `shuffle`."""

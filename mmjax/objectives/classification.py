@@ -65,6 +65,14 @@ class Classification:
     return model.class_logits(inputs, valid=valid, present=present, keep=keep,
                               head=self.head_name, per_modality=self.logits == "modality_mean")
 
+  def predict_fns(self):
+    """{"classify/<name>": fn(model, batch) -> logits [B,K], label [B], usable [B]}."""
+    def classify(model, batch):
+      labels = batch[self.label]
+      return {"logits": self.compute_logits(model, batch)[0], "label": labels,
+              "usable": jnp.ones(labels.shape, bool)}
+    return {f"classify/{self.name}": classify}
+
   def __call__(self, model, batch, rng):
     del rng
     logits, aux = self.compute_logits(model, batch)

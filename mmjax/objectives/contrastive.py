@@ -85,6 +85,9 @@ class Contrastive:
   def heads(self):
     return Heads(projections=(self.a, self.b), contrastive_scales=(self.scale_name,))
 
+  def predict_fns(self):
+    return {}  # its embeddings are the model's `embed/<modality>` predict functions
+
   def embeddings(self, model, batch):
     """(za, zb, aux): unit-norm [B,E] embeddings of each side, encoded separately."""
     zs, auxes = [], []

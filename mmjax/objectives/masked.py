@@ -81,6 +81,9 @@ class Masked:
   def heads(self):
     return Heads(decoders=(self.modality,))
 
+  def predict_fns(self):
+    return {}
+
   def __call__(self, model, batch, rng):
     m = self.modality
     # Token drop never applies to `modality` (config validation refuses it): every token

@@ -81,13 +81,28 @@ class Matching:
     usable = jnp.concatenate([jnp.ones((b,), bool), ok])
     return paired, label, usable & base.present_rows(paired, self.modalities, 2 * b)
 
-  def __call__(self, model, batch, rng):
-    del rng
+  def _logits(self, model, batch):
+    """(logits [2B,1] of the pairs, label [2B], usable [2B], aux)."""
     paired, label, usable = self.pairs(batch)
     inputs, valid, present, keep = base.model_inputs(paired, self.modalities)
     logits, aux = model.class_logits(inputs, valid=valid, present=present, keep=keep,
                                      head=self.head_name,
                                      per_modality=self.logits == "modality_mean")
+    return logits, label, usable, aux
+
+  def predict_fns(self):
+    """{"classify/<name>": fn(model, batch) -> logits [B,2,1], label [B,2], usable [B,2]}:
+    each example's positive and negative pair (a one-logit head: match iff logit > 0)."""
+    def classify(model, batch):
+      logits, label, usable, _ = self._logits(model, batch)
+      by_row = lambda x: jnp.swapaxes(x.reshape(2, -1, *x.shape[1:]), 0, 1)
+      return {"logits": by_row(logits), "label": by_row(label.astype(jnp.int32)),
+              "usable": by_row(usable)}
+    return {f"classify/{self.name}": classify}
+
+  def __call__(self, model, batch, rng):
+    del rng
+    logits, label, usable, aux = self._logits(model, batch)
     logit = logits[:, 0]
     per_row = -(label * jax.nn.log_sigmoid(logit) + (1 - label) * jax.nn.log_sigmoid(-logit))
     n = jnp.maximum(usable.sum(), 1)

@@ -27,7 +27,7 @@ from mmjax.perf.step_times import StepTimes
 from mmjax.runtime import distributed, sharding
 from mmjax.runtime.signals import StopAgreement
 from mmjax.runtime.watchdog import StepWatchdog
-from mmjax.training import optimizer as optim
+from mmjax.training import optimizer as optim, predict
 from mmjax.training.hooks import Hooks
 from mmjax.training.metric_log import MetricLog
 from mmjax.training.metric_windows import Accounting
@@ -124,16 +124,10 @@ class Training:
     self.saver = Saver(ckpt, self.metric_log, run.iterators, self.watchdog, run.clock,
                        exp.schedule, exp.trainer.nan_policy == "halt", self.start_step)
     self.stop = StopAgreement(distributed.any_process)
-    self.evals = evaluators.make_evaluators(exp.evals, self._eval_context())
+    self.evals = evaluators.make_evaluators(exp.evals, predict.make_eval_context(
+        run.graphdef, run.mesh, exp, process_index=jax.process_index(),
+        process_count=jax.process_count()))
     self.hooks = self._hooks()
-
-  def _eval_context(self) -> evaluators.EvalContext:
-    exp = self.exp
-    return evaluators.EvalContext(
-        graphdef=self.run.graphdef, mesh=self.run.mesh,
-        data={n: t.data for n, t in exp.tasks.items()}, objectives=exp.objectives,
-        batch_size=exp.trainer.eval_batch_size, process_index=jax.process_index(),
-        process_count=jax.process_count())
 
   def _hooks(self) -> Hooks:
     trainer, schedule = self.exp.trainer, self.exp.schedule
