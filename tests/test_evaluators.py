@@ -176,3 +176,10 @@ def test_shuffled_images_score_chance_where_paired_ones_score_one():
     assert shuffled[f"t/ret/{d}/r@1"] <= 3 / n
     assert shuffled[f"t/ret/{d}/r@5"] < 0.25
   assert shuffled["t/ret/num_examples"] == n
+
+
+def test_an_evaluator_that_needs_a_missing_predict_function_is_told_what_there_is():
+  ctx, _ = _context([_batch([True])], {"embed/text": _embed("text"), "embed/image": _embed("image")})
+  cfg = retrieval.RetrievalConfig(task="t", a="smell", b="image")
+  with pytest.raises(ConfigError, match=r"no predict function 'embed/smell'.*\['embed/image', "):
+    cfg.build("ret", ctx)

@@ -8,6 +8,7 @@ import jax
 import numpy as np
 from flax import nnx
 
+from mmjax.errors import ConfigError
 from mmjax.runtime import sharding
 
 
@@ -30,7 +31,8 @@ class EvalContext:
   def predict(self, task: str, name: str) -> Callable:
     fns = self.predict_fns[task]
     if name not in fns:
-      raise KeyError(f"task {task!r} has no predict function {name!r}; it has {sorted(fns)}")
+      raise ConfigError(f"task {task!r} has no predict function {name!r} (an evaluator of "
+                        f"it needs one); it has {sorted(fns)}")
     return fns[name]
 
   def batches(self, task: str, split: str) -> Iterator[dict]:
