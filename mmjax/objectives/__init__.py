@@ -4,8 +4,9 @@ An objective is a frozen dataclass: its fields are its config (defaults + checks
 `__post_init__`), and calling it gives `(loss, metrics, aux)` from (model, batch, rng),
 where `aux` combines the auxiliary outputs of every forward pass it made. It also says
 which batch keys it reads (`batch_keys`), which heads it trains (`heads`) and which trunk
-passes it makes (`forward_passes`, for FLOP accounting). To add one: a new file with the
-dataclass, and one line in OBJECTIVES.
+passes it makes (`forward_passes`, for FLOP accounting) and which predict functions it
+offers evaluators (`predict_fns`: {name: fn}; mmjax/training/predict.py). To add one: a new
+file with the dataclass, and one line in OBJECTIVES.
 """
 from __future__ import annotations
 
