@@ -52,3 +52,21 @@ def test_classification_predicts_its_heads_logits_against_its_label():
   np.testing.assert_array_equal(out["logits"][:, 0], [0, 10, 20])
   np.testing.assert_array_equal(out["label"], [1, 0, 1])
   assert out["usable"].all()
+
+
+def test_the_classification_evaluator_scores_a_matching_head_as_its_objective_does():
+  from mmjax import objectives
+  from mmjax.evaluators.classification import correct_and_usable
+  from tests.test_fusion import KINDS, model_with
+  from tests.test_objectives import batch
+  b = dict(batch(8), content_id=jnp.array([0, 1, 1, 2, 3, 3, 4, 5]))
+  o = objectives.make_objective("match", dict(type="matching", inputs=("video", "audio")), KINDS)
+  model = model_with(dict(type="early"), depth=1, pool="mean", heads=objectives.heads_for((o,)))
+  # A classifier away from its zero init, so that the answers differ between pairs.
+  head = model.classifiers["match_text_video_audio"]
+  head.kernel[...] = jnp.cos(jnp.arange(head.kernel.size)).reshape(head.kernel.shape)
+  _, metrics, _ = o(model, b, None)
+  correct, usable = correct_and_usable(o.predict_fns()["classify/match"](model, b))
+  accuracy = float(jnp.sum(correct & usable) / jnp.sum(usable))
+  assert accuracy == float(metrics["accuracy"])
+  assert 0.5 < accuracy < 1  # the pairs are scored apart, not all one way (9/16 here)
