@@ -49,8 +49,7 @@ def test_bottleneck_update_is_the_mean_of_the_streams_bottleneck_outputs():
       continue
     zs = []
     for m in x:
-      info = TokenInfo(valid=jnp.concatenate([infos[m].valid, ones], 1),
-                       modality=jnp.concatenate([infos[m].modality, infos[m].modality[:, :2]], 1))
+      info = TokenInfo.concat([infos[m], TokenInfo.for_modality(ones, list(x).index(m))])
       y = block(jnp.concatenate([x[m], z], 1), info)[0]
       x[m], zm = y[:, :x[m].shape[1]], y[:, x[m].shape[1]:]
       zs.append(zm)

@@ -33,7 +33,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
   spans sections: objectives against the model's modalities and the task's data, evaluators
   against the tasks.
   """
-  from mmjax import evaluators, schedules, sharding  # local: these import jax
+  from mmjax import evaluators, schedules  # local: these import jax
+  from mmjax.runtime import sharding
   from mmjax.experiment import build
   from mmjax.config import task_checks
   from mmjax.data import pipeline  # local: the data stack imports grain and TFDS
