@@ -52,6 +52,7 @@ def main(argv: list[str]) -> int:
                       stream=sys.stderr)
   logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file at INFO
   from mmjax.config import recipe as config_lib
+  from mmjax import experiment
   from mmjax.checkpoint import workdir as workdir_lib
   try:
     workdir_lib.check_usable(FLAGS.workdir)

@@ -188,6 +188,7 @@ def load_sweep(path: str) -> list[Run]:
 def validate(runs: Iterable[Run]) -> dict:
   """{run name: loaded config}; raises SweepError listing EVERY problem of the sweep."""
   from mmjax.config import recipe as config_lib
+  from mmjax import experiment
   runs = list(runs)
   if not runs:
     raise SweepError("the sweep has no runs; get_sweep() returned an empty list")
