@@ -26,6 +26,24 @@ def _one_of(value, choices, key: str) -> None:
   _need(value in choices, f"config.{key}={value!r}; valid: {', '.join(map(repr, choices))}")
 
 
+def _check_vocab(tname: str, data_cfg, spec, pipeline) -> None:
+  """Each text modality a tokenize op feeds has an embedding row for every id it can get."""
+  kinds = {name: args.get("op") for name, args in data_cfg.preprocess.items()}
+  texts = [m for m, s in spec.modalities.items() if s.kind == "text" and kinds.get(m) == "tokenize"]
+  if not texts:
+    return
+  try:
+    n = pipeline.tokenizer_vocab_size(data_cfg)
+  except (ImportError, ValueError) as e:
+    raise ConfigError(f"config.tasks.{tname}.data.tokenizer: {e}") from None
+  for m in texts:
+    v = spec.modalities[m].vocab_size
+    _need(v >= n, f"config.model.modalities.{m}.vocab_size={v} is smaller than the {n} ids "
+          f"of config.tasks.{tname}.data.tokenizer (kind "
+          f"{data_cfg.get('tokenizer', {}).get('kind', 'byte')!r}): ids >= {v} would have no "
+          f"embedding; use vocab_size >= {n}")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first invalid key. Cheap: builds nothing.
 
@@ -69,12 +87,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
     settings = task_settings(task, tname)  # batch size, weight, seed offset, lr, token drop
     _need(len(task.objectives) > 0, f"config.tasks.{tname}.objectives is empty")
     pp = task.data.preprocess
+    made = pipeline.output_keys(task.data)
     for o_ in objectives[tname]:
       for k in o_.batch_keys():
         if k == "text_mask":
           continue
-        _need(k in pp, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
-              f"but tasks.{tname}.data.preprocess only makes {sorted(pp.keys())}")
+        _need(k in made, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
+              f"but tasks.{tname}.data.preprocess only makes {sorted(made)}")
     try:  # names a dataset (a built-in world, a TFDS name or a prepared folder)?
       pipeline.check_dataset_name(task.data.name, task.data.get("data_dir", ""))
     except MmjaxError as e:
@@ -88,6 +107,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         task_checks.check_resolution(f"tasks.{tname}.data.preprocess.{name}", pp[name], shape,
                                      spec.modalities[name], f"model.modalities.{name}",
                                      spec.posemb)
+    _check_vocab(tname, task.data, spec, pipeline)
     task_checks.check_token_drop(tname, settings.token_drop, objectives[tname], set(pp.keys()))
   schedules.make_schedule(config)
   try:
