@@ -232,6 +232,9 @@ def test_two_task_run_with_per_task_settings_resumes_bit_identically(world_dir, 
     (["tasks.default.token_drop={'video': 1.0}"], r"rate of 'video' must be a number in \[0, 1\)"),
     (["tasks.default.token_drop={'smell': 0.5}"], r"token_drop.smell: .*valid: audio, image"),
     (["tasks.default.seed_offset=0.5"], r"tasks.default.seed_offset=0.5: expected a int"),
+    (["model.modalities.text.vocab_size=200"],
+     r"config.model.modalities.text.vocab_size=200 is smaller than the 259 ids of "
+     r"config.tasks.default.data.tokenizer \(kind 'byte'\).*use vocab_size >= 259"),
     (["tasks.default.seed_ofset=1"],
      r"has no 'seed_ofset' \(did you mean 'seed_offset'\?\); valid: .*lr_multiplier.*token_drop"),
 ])
