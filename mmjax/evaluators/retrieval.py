@@ -7,7 +7,7 @@ import numpy as np
 
 from mmjax.config.registry import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
-from mmjax.objectives import base
+from mmjax.models.model_inputs import model_inputs
 
 
 def recall_at_k(sim_qg: np.ndarray, query_content: np.ndarray, gallery_content: np.ndarray,
@@ -70,8 +70,7 @@ class Retrieval:
     self.every_steps = cfg.every_steps
 
     def embed(model, batch, m):
-      inputs, valid, present, _ = base.model_inputs(batch, (m,))  # eval never drops tokens
-      return model.embed_modality(inputs, valid=valid, present=present, modality=m)[0]
+      return model.embed_modality(model_inputs(batch, (m,)), m)[0]  # eval never drops tokens
     self._embed = {m: ctx.jit(lambda model, batch, m=m: embed(model, batch, m))
                    for m in (self.a, self.b)}
 
