@@ -35,7 +35,7 @@ def main():
     sys.exit("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
   spec = ModelSpec(modalities={"text": ModalitySpec("text", (64,), (), 32_000)},
                    width=WIDTH, depth=DEPTH, num_heads=HEADS, mlp_dim=MLP,
-                   heads=Heads(decoders=("text",)))
+                   heads=Heads(decoders={"text": "text"}))
   obj = objectives.make_objective("mlm", dict(type="masked", modality="text", ratio=0.15),
                                   {"text": "text"})
   ocfg = ml_collections.ConfigDict(dict(learning_rate=1e-4, warmup_steps=1, end_lr_fraction=0.1,

@@ -65,6 +65,11 @@ def test_sentencepiece_tokenizer_same_interface(world_dir, tmp_path):
   assert ids.dtype == np.int32 and mask.dtype == np.bool_ and ids.shape == (32,)
   assert ids[0] == tok.bos_id and 0 < ids[mask].min() and ids.max() < tok.vocab_size
   assert (ids[~mask] == 0).all() and tok.decode(ids) == captions[0]
+  words = tok.words(ids)
+  assert words[0] == 0 and words[mask.sum() - 1] == 0 and (words[~mask] == 0).all()
+  # The tokens of word w spell the caption's w-th space-separated word.
+  spelt = [tok.decode(ids[words == w]).strip() for w in range(1, words.max() + 1)]
+  assert spelt == captions[0].split()
   with pytest.raises(ValueError, match="model_path"):
     tokenizer_lib.make_tokenizer("sentencepiece", str(tmp_path / "missing.model"))
   cfg = _cfg(world_dir, {"text": SPEC["text"]})
@@ -72,6 +77,17 @@ def test_sentencepiece_tokenizer_same_interface(world_dir, tmp_path):
     cfg.tokenizer = dict(kind="sentencepiece", model_path=str(tmp_path / "spm.model"))
   batch = next(pipeline.make_train_iterator(cfg, batch_size=4, seed=0))
   assert batch["text"].shape == (4, 32) and batch["text_mask"].any(1).all()
+  np.testing.assert_array_equal(batch["text_words"], tok.words(batch["text"]))
+
+
+def test_byte_tokenizer_marks_words_between_whitespace():
+  tok = tokenizer_lib.make_tokenizer("byte", "")
+  ids, _ = tok.encode("a red  circle\tat", 20)
+  #          bos a _ r e d _ _ c i r c l e \t a t eos pad pad
+  want = [0, 1, 0, 2, 2, 2, 0, 0, 3, 3, 3, 3, 3, 3, 0, 4, 4, 0, 0, 0]
+  np.testing.assert_array_equal(tok.words(ids), want)
+  batch_ids, _ = tok.encode_batch(["a red  circle\tat", "x"], 20)
+  np.testing.assert_array_equal(tok.words(batch_ids)[0], want)
 
 
 def test_train_batch_shapes_and_dtypes(world_dir):
@@ -79,7 +95,8 @@ def test_train_batch_shapes_and_dtypes(world_dir):
   expected = {
       "image": ((8, 32, 32, 3), np.float32), "video": ((8, 4, 32, 32, 3), np.float32),
       "audio": ((8, 29, 32), np.float32), "text": ((8, 32), np.int32),
-      "text_mask": ((8, 32), np.bool_), "label": ((8,), np.int32),
+      "text_mask": ((8, 32), np.bool_), "text_words": ((8, 32), np.int32),
+      "label": ((8,), np.int32),
       "content_id": ((8,), np.int32),
   }
   assert {k: (v.shape, v.dtype) for k, v in batch.items()} == expected

@@ -10,6 +10,7 @@ from mmjax import objectives
 from mmjax.errors import ConfigError
 from mmjax.models.model import build_model
 from mmjax.models.spec import ModelSpec
+from mmjax.models.model_inputs import ModelInputs as MI
 from mmjax.models.token_info import TokenInfo
 from mmjax.models.trunks import TRUNKS
 from mmjax.objectives.matching import negative_partners
@@ -49,8 +50,7 @@ def test_bottleneck_update_is_the_mean_of_the_streams_bottleneck_outputs():
       continue
     zs = []
     for m in x:
-      info = TokenInfo(valid=jnp.concatenate([infos[m].valid, ones], 1),
-                       modality=jnp.concatenate([infos[m].modality, infos[m].modality[:, :2]], 1))
+      info = TokenInfo.concat([infos[m], TokenInfo.for_modality(ones, list(x).index(m))])
       y = block(jnp.concatenate([x[m], z], 1), info)[0]
       x[m], zm = y[:, :x[m].shape[1]], y[:, x[m].shape[1]:]
       zs.append(zm)
@@ -63,9 +63,9 @@ def test_bottleneck_averages_only_the_modalities_present_in_each_row():
   model = model_with(dict(type="bottleneck", fusion_layer=0, num_bottlenecks=4))
   b = batch(3)
   present = jnp.array([False, True, True])
-  both = model.encode({"video": b["video"], "audio": b["audio"]}, present={"audio": present})
-  alone = model.encode({"video": b["video"]})
-  fused = model.encode({"video": b["video"], "audio": b["audio"]})
+  both = model.encode(MI({"video": b["video"], "audio": b["audio"]}, present={"audio": present}))
+  alone = model.encode(MI({"video": b["video"]}))
+  fused = model.encode(MI({"video": b["video"], "audio": b["audio"]}))
   np.testing.assert_allclose(both.tokens["video"][0], alone.tokens["video"][0], rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(both.tokens["video"][1:], fused.tokens["video"][1:], rtol=1e-5, atol=1e-5)
   assert not np.allclose(fused.tokens["video"][0], alone.tokens["video"][0], atol=1e-3)
@@ -75,9 +75,9 @@ def test_bottleneck_averages_only_the_modalities_present_in_each_row():
 def test_late_fusion_equals_separately_run_towers(share):
   model = model_with(dict(type="late", share_weights=share))
   b = batch(2)
-  together = model.encode({"image": b["image"], "text": b["text"]})
+  together = model.encode(MI({"image": b["image"], "text": b["text"]}))
   for m in ("image", "text"):
-    alone = model.encode({m: b[m]})
+    alone = model.encode(MI({m: b[m]}))
     np.testing.assert_allclose(together.tokens[m], alone.tokens[m], rtol=1e-5, atol=1e-5)
   assert ("towers" in vars(model.trunk)) != share
 
@@ -85,8 +85,8 @@ def test_late_fusion_equals_separately_run_towers(share):
 def test_bottleneck_with_fusion_layer_at_depth_is_late_fusion():
   bott = model_with(dict(type="bottleneck", fusion_layer=2, share_weights=False))
   b = batch(2)
-  together = bott.encode({"image": b["image"], "text": b["text"]})
-  alone = bott.encode({"image": b["image"]})
+  together = bott.encode(MI({"image": b["image"], "text": b["text"]}))
+  alone = bott.encode(MI({"image": b["image"]}))
   np.testing.assert_allclose(together.tokens["image"], alone.tokens["image"], rtol=1e-5, atol=1e-5)
 
 

@@ -98,9 +98,9 @@ def test_in_memory_iterator_resumes_at_its_position():
   assert np.array_equal(next(other)["x"], next(it)["x"]) and it.get_state() == {"position": 5}
 
 
-def test_host_schedule_reads_the_learning_rate_of_any_step_across_chunks():
+def test_host_learning_rate_reads_the_learning_rate_of_any_step_across_chunks():
   cfg = experiment.load(TINY, ["total_steps=300", "optim.warmup_steps=20"]).optim
-  schedule = optim.learning_rate_schedule(cfg, 300)
-  host = optim.HostLearningRate(schedule, chunk=64)
+  lr = optim.learning_rate_fn(cfg, 300)
+  host = optim.HostLearningRate(lr, chunk=64)
   for step in (0, 19, 20, 63, 64, 65, 200, 127, 299):  # back and forth over chunk edges
-    assert host(step) == pytest.approx(float(schedule(step)), rel=1e-6, abs=1e-12)
+    assert host(step) == pytest.approx(float(lr(step)), rel=1e-6, abs=1e-12)

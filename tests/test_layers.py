@@ -34,3 +34,11 @@ def test_a_wrong_way_import_breaks_the_contracts(tmp_path):
   out = lint(str(tmp_path))
   assert out.returncode != 0
   assert "mmjax.models.heads -> mmjax.training.trainer" in out.stdout, out.stdout[-3000:]
+
+
+def test_functions_files_and_top_level_stay_small():
+  shape = code_shape.shape()
+  assert shape["functions_over_60"] == [], shape["functions_over_60"]
+  assert shape["files_over_400"] == [], shape["files_over_400"]
+  assert shape["top_level_modules"] <= 6, shape["top_level"]
+  assert shape["max_function_lines"] <= 60 and shape["max_file_lines"] <= 400

@@ -101,3 +101,52 @@ def test_masked_context_is_seen_by_the_prediction():
   assert with_image.modalities == ("text", "image")
   assert float(with_image(model, b, key)[0]) != float(with_image(model, other, key)[0])
   assert float(text_only(model, b, key)[0]) == float(text_only(model, other, key)[0])
+
+
+def _decoders(*cfgs):
+  kinds = {n: s.kind for n, s in MODALITIES.items()}
+  objs = [objectives.make_objective(f"o{i}", c, kinds) for i, c in enumerate(cfgs)]
+  return objs, objectives.heads_for(objs)
+
+
+def test_decoders_are_keyed_by_head_name_not_by_modality():
+  # Default: a masked objective's head is its modality's name (the parameter path of every
+  # checkpoint written before heads had names), so masked objectives on text share it.
+  _, heads = _decoders(dict(type="masked", modality="text"),
+                       dict(type="masked", modality="text", unit="word"))
+  assert heads.decoders == {"text": "text"}
+  # Named heads: separate decoders on one modality, unless they name the same head.
+  objs, heads = _decoders(dict(type="masked", modality="text", head="mlm_a"),
+                          dict(type="masked", modality="text", head="mlm_b"),
+                          dict(type="masked", modality="text", head="mlm_b", ratio=0.3))
+  assert heads.decoders == {"mlm_a": "text", "mlm_b": "text"}
+  model = small_model(heads)
+  assert set(model.decoders) == {"mlm_a", "mlm_b"}
+  assert model.decoders["mlm_a"].kernel is not model.decoders["mlm_b"].kernel
+  # Each objective trains its own decoder: a's gradient never reaches b's.
+  from flax import nnx
+  graphdef, params = nnx.split(model, nnx.Param)
+  grads = jax.grad(lambda p: objectives.total_loss(objs[:1], nnx.merge(graphdef, p), batch(),
+                                                   jax.random.key(0))[0])(params)
+  assert float(jnp.abs(grads["decoders"]["mlm_a"]["kernel"][...]).sum()) > 0
+  assert float(jnp.abs(grads["decoders"]["mlm_b"]["kernel"][...]).sum()) == 0
+
+
+def test_one_decoder_head_cannot_predict_two_modalities():
+  from mmjax.errors import ConfigError
+  with pytest.raises(ConfigError, match="decoder head 'x' would predict both 'text' and 'image'"):
+    _decoders(dict(type="masked", modality="text", head="x"),
+              dict(type="masked", modality="image", head="x"))
+
+
+def test_whole_word_masking_reads_the_batch_word_marks():
+  kinds = {n: s.kind for n, s in MODALITIES.items()}
+  obj = objectives.make_objective("o", dict(type="masked", modality="text", unit="word"), kinds)
+  assert "text_words" in obj.batch_keys()
+  b = dict(batch(), text_words=jnp.asarray(np.repeat(np.arange(1, 7), 2)[None].repeat(4, 0)))
+  model = small_model(objectives.heads_for([obj]))
+  loss, metrics = objectives.total_loss((obj,), model, b, jax.random.key(0))
+  assert np.isfinite(float(loss))
+  # Six two-token words: whole words are hidden, so an even number of tokens per row.
+  hide = masked.whole_word_mask(jax.random.key(3), b["text_words"], 0.5, b["text_mask"])
+  assert (np.asarray(hide).sum(1) % 2 == 0).all()

@@ -22,9 +22,9 @@ def test_each_task_has_embeddings_its_classifiers_and_its_loss():
 class FirstTextToken:
   """A stand-in model whose logits are each row's first text token (a row's identity)."""
 
-  def class_logits(self, inputs, *, valid=None, present=None, keep=None, head, per_modality):
-    del valid, present, keep, head, per_modality
-    return inputs["text"][:, :1].astype(jnp.float32), Aux()
+  def class_logits(self, x, head, per_modality=False):
+    del head, per_modality
+    return x.inputs["text"][:, :1].astype(jnp.float32), Aux()
 
 
 def _batch(content):

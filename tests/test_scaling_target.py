@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -20,11 +21,12 @@ def _captions():
 
 def test_whole_word_mask_hides_whole_words_and_never_separators():
   ids, valid = _captions()
-  sep = np.asarray(word_separators(ids, valid))
+  words = ByteTokenizer().words(ids)
+  sep = np.asarray(word_separators(words, valid))
   word = np.cumsum(sep, axis=1)
   fractions = []
   for seed in range(20):
-    hide = np.asarray(whole_word_mask(jax.random.key(seed), ids, 0.5, valid))
+    hide = np.asarray(whole_word_mask(jax.random.key(seed), words, 0.5, valid))
     assert not (hide & sep).any()
     assert hide.any(axis=1).all()  # every row has a target, even the one-word caption
     for b in range(len(ids)):
@@ -33,6 +35,35 @@ def test_whole_word_mask_hides_whole_words_and_never_separators():
         assert in_word.all() or not in_word.any()  # a word is hidden whole or not at all
     fractions.append(hide[:3].sum() / (~sep[:3]).sum())
   assert 0.35 < np.mean(fractions) < 0.65
+
+
+def _id_based_mask(rng, ids, ratio, valid):
+  """Whole-word masking as it was when it read the byte tokenizer's ids (space, bos, eos)."""
+  sep = (ids == ord(" ") + ByteTokenizer.offset) | (ids == 1) | (ids == 2) | ~valid
+  word = jnp.cumsum(sep, axis=1)
+  scores = jax.random.uniform(rng, ids.shape)
+  word_scores = jnp.where(sep, 2.0, jnp.take_along_axis(scores, word, axis=1))
+  lowest = word_scores == word_scores.min(axis=1, keepdims=True)
+  return ((word_scores < ratio) | lowest) & ~sep
+
+
+def test_word_marks_give_byte_text_the_masks_it_had_before_them():
+  ids, valid = _captions()
+  words = ByteTokenizer().words(ids)
+  for seed in range(10):
+    rng = jax.random.key(seed)
+    np.testing.assert_array_equal(whole_word_mask(rng, words, 0.5, valid),
+                                  _id_based_mask(rng, ids, 0.5, valid))
+
+
+def test_words_that_abut_are_hidden_apart():
+  # SentencePiece-style marks: "\u2581the" "\u2581cat" "s" are words 1, 2, 2 with nothing between.
+  words = jnp.asarray([[0, 1, 2, 2, 3, 0]] * 64)
+  valid = jnp.ones(words.shape, bool)
+  hide = np.asarray(whole_word_mask(jax.random.key(0), words, 0.5, valid))
+  assert not hide[:, [0, 5]].any()
+  assert (hide[:, 2] == hide[:, 3]).all()
+  assert (hide[:, 1] != hide[:, 2]).any() and (hide[:, 3] != hide[:, 4]).any()
 
 
 def test_word_unit_is_for_text_only():

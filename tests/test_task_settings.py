@@ -22,7 +22,7 @@ from mmjax.data import pipeline
 from mmjax.errors import ConfigError
 from mmjax.evaluators.loss import EvalLoss, EvalLossConfig
 from mmjax.models import patchify as tokenizers
-from mmjax.objectives.base import KEEP_SUFFIX
+from mmjax.models.model_inputs import model_inputs
 from mmjax.perf import flops
 from mmjax.runtime.sharding import make_mesh
 from mmjax.training.step import abstract_train_state
@@ -103,13 +103,15 @@ def test_token_drop_keeps_a_fixed_count_drawn_from_seed_and_step():
 
 def test_token_drop_trains_on_kept_tokens_and_flops_count_them(tiny):
   rates = {"video": 0.5}
-  batch = token_drop.add_keep_indices(tiny.batch, rates, tiny.spec.modalities,
-                                      train_step.step_rng(0, 0))
+  before = dict(tiny.batch)
+  inputs = token_drop.drop_tokens(model_inputs(tiny.batch, ("video", "text")), rates,
+                                  tiny.spec.modalities, train_step.step_rng(0, 0))
   n = tiny.spec.modalities["video"].num_tokens(tuple(tiny.batch["video"].shape[1:]))
-  assert batch["video" + KEEP_SUFFIX].shape == (tiny.batch["video"].shape[0], n // 2)
-  assert set(batch) - set(tiny.batch) == {"video" + KEEP_SUFFIX}
+  assert inputs.keep["video"].shape == (tiny.batch["video"].shape[0], n // 2)
+  assert set(inputs.keep) == {"video"}
+  assert set(tiny.batch) == set(before)  # the batch is never written to
   model = nnx.merge(tiny.graphdef, tiny.state.params)
-  enc = model.encode({"video": batch["video"]}, keep={"video": batch["video" + KEEP_SUFFIX]})
+  enc = model.encode(inputs.select(("video",)))
   assert enc.tokens["video"].shape[1] == n // 2
   _, m_drop = tiny.step(token_drop=rates)
   _, m_full = tiny.step()
@@ -146,13 +148,13 @@ def test_a_model_for_32px_and_4_frames_trains_on_16px_and_2_frames(world_dir, ti
   assert np.isfinite(float(metrics["loss"]))
   model = nnx.merge(small.graphdef, small.state.params)
   emb = model.embedders["image"]
-  enc = model.encode({"image": small.batch["image"]})
+  enc = model.encode(model_inputs(small.batch, ("image",)))
   assert enc.tokens["image"].shape[1] == 4  # (16 / 8)^2 patches
   want = tokenizers.resize_positions(emb.positions[...], (4, 4), (2, 2))
   tok = emb(small.batch["image"])
   patches = tokenizers.patchify(small.batch["image"], 8) @ emb.kernel[...] + emb.bias[...]
   np.testing.assert_allclose(tok, patches + want[None] + emb.type_embedding[...], atol=1e-5)
-  assert model.encode({"video": small.batch["video"]}).tokens["video"].shape[1] == 4  # 1x2x2
+  assert model.encode(model_inputs(small.batch, ("video",))).tokens["video"].shape[1] == 4  # 1x2x2
 
 
 # ------------------------------------------------------------------ seed_offset, resume
@@ -228,6 +230,9 @@ def test_two_task_run_with_per_task_settings_resumes_bit_identically(world_dir, 
     (["tasks.default.token_drop={'video': 1.0}"], r"rate of 'video' must be a number in \[0, 1\)"),
     (["tasks.default.token_drop={'smell': 0.5}"], r"token_drop.smell: .*valid: audio, image"),
     (["tasks.default.seed_offset=0.5"], r"tasks.default.seed_offset=0.5: expected a int"),
+    (["model.modalities.text.vocab_size=200"],
+     r"config.model.modalities.text.vocab_size=200 is smaller than the 259 ids of "
+     r"config.tasks.default.data.tokenizer \(kind 'byte'\).*use vocab_size >= 259"),
     (["tasks.default.seed_ofset=1"],
      r"has no 'seed_ofset' \(did you mean 'seed_offset'\?\); valid: .*lr_multiplier.*token_drop"),
 ])

@@ -73,6 +73,6 @@ def check_token_drop(tname: str, token_drop: Mapping[str, float], objectives,
       raise ConfigError(f"{key}: task {tname!r} does not feed modality {m!r} to its "
                         f"objectives; valid: {', '.join(sorted(read & fed)) or '(none)'}")
     for o in objectives:
-      if m in o.heads().decoders:  # a masked objective reconstructs this modality
+      if m in o.heads().decoders.values():  # a masked objective reconstructs this modality
         raise ConfigError(f"{key}: objective {o.name!r} predicts every {m} token, so none may "
                           f"be dropped; drop a context modality or none")

@@ -36,7 +36,8 @@ class InMemoryIterator:
 def synthetic_batch(modalities: Mapping, batch_size: int, seed: int = 0,
                     labels: Sequence[str] = ("label",), num_classes: int = 2) -> dict:
   """Random inputs at each modality's reference shape (`config.model.modalities`), a full
-  text mask and integer labels: the keys and dtypes the data pipeline produces."""
+  text mask, one word per text token, and integer labels: the keys and dtypes the data
+  pipeline produces."""
   rng = np.random.default_rng(seed)
   out = {}
   for name, m in modalities.items():
@@ -44,6 +45,7 @@ def synthetic_batch(modalities: Mapping, batch_size: int, seed: int = 0,
     if m.kind == "text":
       out[name] = rng.integers(0, m.vocab_size, shape).astype(np.int32)
       out[f"{name}_mask"] = np.ones(shape, bool)
+      out[f"{name}_words"] = np.broadcast_to(np.arange(1, shape[1] + 1, dtype=np.int32), shape).copy()
     else:
       out[name] = rng.normal(size=shape).astype(np.float32)
   for key in labels:

@@ -70,6 +70,18 @@ def validate(data_cfg, *, batch_size: int, process_count: int = 1) -> workers_li
   return parallelism
 
 
+def output_keys(data_cfg) -> list[str]:
+  """Every batch key the task's preprocess spec makes, from the spec alone."""
+  spec = _plain(_get(data_cfg, "preprocess"))
+  return preprocess_lib.Preprocess(spec, tokenizer=tokenizer_lib.make_tokenizer("byte")).output_keys()
+
+
+def tokenizer_vocab_size(data_cfg) -> int:
+  """How many ids the task's tokenizer makes (a SentencePiece model is read for it)."""
+  tok = _plain(_get(data_cfg, "tokenizer")) or {}
+  return tokenizer_lib.vocab_size(tok.get("kind", "byte"), tok.get("model_path", ""))
+
+
 def input_shapes(data_cfg) -> dict[str, tuple[int, ...] | None]:
   """{batch key: per-example shape} the task's preprocess spec makes, from the spec alone
   (None where it varies, e.g. audio without a fixed length). Needs no tokenizer files:

@@ -1,7 +1,7 @@
 """Preprocessing built from a spec: output key -> dict(op=..., **args), per example or batched.
 
     {"image": {"op": "image", "from": "image", "size": 32},
-     "text": {"op": "tokenize", "from": "caption", "max_len": 32},  # + "text_mask"
+     "text": {"op": "tokenize", "from": "caption", "max_len": 32},  # + text_mask, text_words
      "label": {"op": "label", "from": "label"}}
 
 Ops take one source feature and return host numpy arrays. Each op also runs on a whole
@@ -130,6 +130,10 @@ class _Op:
     """The per-example shape of the array under `self.key`, None where it varies."""
     return None
 
+  def outputs(self) -> tuple[str, ...]:
+    """The batch keys the op writes."""
+    return (self.key,)
+
   # Whether `apply_batch` can run for this spec; "" if so, else why not.
   def cannot_batch(self) -> str:
     return ""
@@ -237,18 +241,24 @@ class LogMelOp(_Op):
 
 
 class TokenizeOp(_Op):
+  """Token ids under the key, `<key>_mask` (validity) and `<key>_words` (each token's word
+  number, 0 for tokens in no word: the tokenizer's own word marks, for whole-word masking)."""
   required = ("max_len",)
 
   def shape(self):
     return (self.args["max_len"],)
 
+  def outputs(self):
+    return (self.key, f"{self.key}_mask", f"{self.key}_words")
+
+  def _out(self, ids, mask):
+    return {self.key: ids, f"{self.key}_mask": mask, f"{self.key}_words": self.tokenizer.words(ids)}
+
   def apply(self, value, rng):
-    ids, mask = self.tokenizer.encode(value, self.args["max_len"])
-    return {self.key: ids, f"{self.key}_mask": mask}
+    return self._out(*self.tokenizer.encode(value, self.args["max_len"]))
 
   def apply_batch(self, column, rngs):
-    ids, mask = self.tokenizer.encode_batch(column, self.args["max_len"])
-    return {self.key: ids, f"{self.key}_mask": mask}
+    return self._out(*self.tokenizer.encode_batch(column, self.args["max_len"]))
 
 
 class LabelOp(_Op):
@@ -294,6 +304,10 @@ class Preprocess:
     """{output key: per-example shape} of the arrays the ops make (None: varies), read
     from the spec alone (config validation checks them against the model)."""
     return {op.key: op.shape() for op in self.ops}
+
+  def output_keys(self) -> list[str]:
+    """Every batch key the ops make (a tokenize op's mask and word marks included)."""
+    return [k for op in self.ops for k in op.outputs()]
 
   @property
   def random(self) -> bool:

@@ -1,7 +1,9 @@
-"""Text tokenizers: fixed-length int32 ids plus a validity mask.
+"""Text tokenizers: fixed-length int32 ids plus a validity mask, and word marks.
 
 The default is byte-level: nothing to download or train, every string encodes,
 and the vocabulary (259) is tiny, which suits the built-in world's short captions.
+Every tokenizer also says where its words are (`words`): whole-word masking reads those
+marks from the batch and so never needs to know a tokenizer's ids.
 """
 
 import os
@@ -9,6 +11,18 @@ import os
 import numpy as np
 
 PAD, BOS, EOS = 0, 1, 2
+_WHITESPACE = b" \t\n\r\x0b\x0c"
+
+
+def number_words(ids: np.ndarray, separator: np.ndarray, starts_word: np.ndarray) -> np.ndarray:
+  """int32 like `ids` ([..., L]): each token's word number along the last axis (1, 2, ...),
+  0 for tokens in no word. separator/starts_word: bool per vocabulary id; a word is a run
+  of non-separators, and a token that starts a word (e.g. SentencePiece's "\u2581the")
+  begins a new one even right after another word."""
+  sep = separator[ids]
+  prev_sep = np.concatenate([np.ones(ids.shape[:-1] + (1,), bool), sep[..., :-1]], axis=-1)
+  begins = ~sep & (prev_sep | starts_word[ids])
+  return np.where(sep, 0, np.cumsum(begins, axis=-1)).astype(np.int32)
 
 
 class ByteTokenizer:
@@ -17,6 +31,17 @@ class ByteTokenizer:
   offset = 3
   vocab_size = 256 + offset
   pad_id, bos_id, eos_id = PAD, BOS, EOS
+
+  def __init__(self):
+    # Words are runs of bytes between whitespace; pad, bos and eos are in no word.
+    self._separator = np.zeros(self.vocab_size, bool)
+    self._separator[[PAD, BOS, EOS]] = True
+    self._separator[np.frombuffer(_WHITESPACE, np.uint8).astype(np.int64) + self.offset] = True
+    self._starts_word = np.zeros(self.vocab_size, bool)
+
+  def words(self, ids: np.ndarray) -> np.ndarray:
+    """Each token's word number (`number_words`) for ids [..., L]."""
+    return number_words(np.asarray(ids), self._separator, self._starts_word)
 
   def encode(self, text: str | bytes, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Returns (ids int32[max_len], mask bool[max_len]); long text is cut at max_len."""
@@ -68,6 +93,16 @@ class SentencePieceTokenizer:
     self._sp = sentencepiece.SentencePieceProcessor(model_file=model_path)
     self.vocab_size = self._sp.get_piece_size() + 1
     self.bos_id, self.eos_id = self._sp.bos_id() + 1, self._sp.eos_id() + 1
+    # Pieces that start with "\u2581" (a space before them) start a word; padding, control
+    # pieces (bos, eos) and a bare "\u2581" are in no word.
+    pieces = [""] + [self._sp.id_to_piece(i) for i in range(self.vocab_size - 1)]
+    control = [True] + [self._sp.is_control(i) for i in range(self.vocab_size - 1)]
+    self._starts_word = np.array([p.startswith("\u2581") for p in pieces], bool)
+    self._separator = np.array(control, bool) | np.array([p == "\u2581" for p in pieces], bool)
+
+  def words(self, ids: np.ndarray) -> np.ndarray:
+    """Each token's word number (`number_words`) for ids [..., L]."""
+    return number_words(np.asarray(ids), self._separator, self._starts_word)
 
   def encode(self, text: str | bytes, max_len: int) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(text, bytes):
@@ -87,6 +122,11 @@ class SentencePieceTokenizer:
 
 
 TOKENIZERS = ("byte", "sentencepiece")
+
+
+def vocab_size(kind: str = "byte", model_path: str = "") -> int:
+  """How many ids the tokenizer makes (ids are < this); reads a SentencePiece model."""
+  return ByteTokenizer.vocab_size if kind == "byte" else make_tokenizer(kind, model_path).vocab_size
 
 
 def make_tokenizer(kind: str = "byte", model_path: str = ""):

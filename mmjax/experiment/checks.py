@@ -29,6 +29,24 @@ def _count(value, key: str, meaning: str) -> None:
         f"config.{key}={value!r}: must be an integer >= 0{meaning}")
 
 
+def _check_vocab(tname: str, data_cfg, spec, pipeline) -> None:
+  """Each text modality a tokenize op feeds has an embedding row for every id it can get."""
+  kinds = {name: args.get("op") for name, args in data_cfg.preprocess.items()}
+  texts = [m for m, s in spec.modalities.items() if s.kind == "text" and kinds.get(m) == "tokenize"]
+  if not texts:
+    return
+  try:
+    n = pipeline.tokenizer_vocab_size(data_cfg)
+  except (ImportError, ValueError) as e:
+    raise ConfigError(f"config.tasks.{tname}.data.tokenizer: {e}") from None
+  for m in texts:
+    v = spec.modalities[m].vocab_size
+    _need(v >= n, f"config.model.modalities.{m}.vocab_size={v} is smaller than the {n} ids "
+          f"of config.tasks.{tname}.data.tokenizer (kind "
+          f"{data_cfg.get('tokenizer', {}).get('kind', 'byte')!r}): ids >= {v} would have no "
+          f"embedding; use vocab_size >= {n}")
+
+
 def check_top_level(config) -> None:
   """The run's own values: steps, periods, policies, the optimizer's numbers."""
   check_finite_floats(config, ConfigError)
@@ -61,12 +79,13 @@ def check_task(tname: str, task, settings, objectives, spec) -> None:
   from mmjax.data import pipeline  # local: the data stack imports grain and TFDS
   _need(len(task.objectives) > 0, f"config.tasks.{tname}.objectives is empty")
   pp = task.data.preprocess
+  made = pipeline.output_keys(task.data)
   for o_ in objectives:
     for k in o_.batch_keys():
       if k == "text_mask":
         continue
-      _need(k in pp, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
-            f"but tasks.{tname}.data.preprocess only makes {sorted(pp.keys())}")
+      _need(k in made, f"config.tasks.{tname}: objective {o_.name!r} needs batch key {k!r}, "
+            f"but tasks.{tname}.data.preprocess only makes {sorted(made)}")
   try:  # names a dataset (a built-in world, a TFDS name or a prepared folder)?
     pipeline.check_dataset_name(task.data.name, task.data.get("data_dir", ""))
   except MmjaxError as e:
@@ -80,4 +99,5 @@ def check_task(tname: str, task, settings, objectives, spec) -> None:
       task_checks.check_resolution(f"tasks.{tname}.data.preprocess.{name}", pp[name], shape,
                                    spec.modalities[name], f"model.modalities.{name}",
                                    spec.posemb)
+  _check_vocab(tname, task.data, spec, pipeline)
   task_checks.check_token_drop(tname, settings.token_drop, objectives, set(pp.keys()))

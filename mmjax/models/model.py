@@ -1,6 +1,7 @@
 """The multimodal model: embedders -> fusion trunk -> pooled embeddings -> heads.
 
-Output contract: `encode` returns `Encoded` (tokens, validity and pooled vectors per
+Input contract: every method takes a ModelInputs (model_inputs.py). Output contract:
+`encode` returns `Encoded` (tokens, validity and pooled vectors per
 modality, the joint pooled vector, and the trunk's auxiliary outputs). `embed_modality`
 and `class_logits` are the one place where contrastive embeddings and class logits are
 made: objectives and evaluators both call them.
@@ -17,6 +18,7 @@ from mmjax.models import logical_axes as axes
 from mmjax.models.aux_outputs import Aux
 from mmjax.models.embedders import Embedder
 from mmjax.models.heads import ContrastiveScale, Linear
+from mmjax.models.model_inputs import ModelInputs
 from mmjax.models.spec import ModelSpec
 from mmjax.models.token_info import TokenInfo
 from mmjax.models.transformer import Block
@@ -87,7 +89,9 @@ class MultimodalModel(nnx.Module):
     self.classifiers = nnx.Dict({
         n: Linear(spec.width, k, ("embed", None), zero_init=True, **kw)
         for n, k in heads.class_heads.items()})
-    self.decoders = nnx.Dict({m: self._decoder(m, kw) for m in heads.decoders})
+    # Keyed by head name: two objectives on one modality share a decoder only if they name
+    # the same head (a masked objective's default head is its modality's name).
+    self.decoders = nnx.Dict({h: self._decoder(m, kw) for h, m in heads.decoders.items()})
 
   def _decoder(self, modality, kw):
     s = self.spec.modalities[modality]
@@ -95,46 +99,44 @@ class MultimodalModel(nnx.Module):
       return Linear(self.spec.width, s.vocab_size, ("embed", "vocab"), **kw)
     return Linear(self.spec.width, s.patch_dim(), ("embed", None), **kw)
 
-  def encode(self, inputs: Mapping[str, jax.Array], *,
-             valid: Mapping[str, jax.Array] | None = None,
-             present: Mapping[str, jax.Array] | None = None,
-             replace: Mapping[str, jax.Array] | None = None,
-             keep: Mapping[str, jax.Array] | None = None) -> Encoded:
-    """Runs the given modalities jointly through the trunk.
-
-    inputs: {modality: raw array}; the order of the config's modalities is used.
-    valid: optional {modality: bool [B,N]} token validity (e.g. text padding).
-    present: optional {modality: bool [B]}; False drops that modality for that example.
-    replace: optional {modality: bool [B,N]}; True tokens become [MASK] (masked modelling).
-    keep: optional {modality: int32 [B,K]}: only these of its N tokens (positions already
-      added) enter the trunk (token drop); its outputs then have K tokens.
-    """
-    valid, present, replace = dict(valid or {}), dict(present or {}), dict(replace or {})
-    keep = dict(keep or {})
-    unknown = set(inputs) - set(self.spec.modalities)
-    if unknown:
-      raise ValueError(f"inputs {sorted(unknown)} are not model modalities "
-                       f"{sorted(self.spec.modalities)}")
+  def _tokens(self, x: ModelInputs, replace: Mapping[str, jax.Array]):
+    """({modality: tokens [B,N,D]}, {modality: TokenInfo}) of the modalities in x, in the
+    model's order; a CLS token, where the model pools by CLS, comes first."""
     tokens, infos = {}, {}
     cls = int(self.spec.pool == "cls")
     for m, modality_id in self.spec.modality_ids.items():
-      if m not in inputs:
+      if m not in x.inputs:
         continue
-      tok = self.embedders[m](inputs[m], replace.get(m))
+      tok = self.embedders[m](x.inputs[m], replace.get(m))
       b, n = tok.shape[:2]
-      v = valid.get(m, jnp.ones((b, n - cls), bool))
-      if m in keep:
-        tok, v = _keep_tokens(tok, v, keep[m], cls)
+      v = x.valid.get(m, jnp.ones((b, n - cls), bool))
+      if m in x.keep:
+        tok, v = _keep_tokens(tok, v, x.keep[m], cls)
       if cls:
         v = jnp.concatenate([jnp.ones((b, 1), bool), v], axis=1)
-      if m in present:
-        v = v & present[m][:, None]
-      tokens[m], infos[m] = tok, TokenInfo.for_modality(v, modality_id)
+      if m in x.present:
+        v = v & x.present[m][:, None]
+      tokens[m] = tok
+      infos[m] = TokenInfo.for_modality(v, modality_id, causal=m in x.causal)
+    return tokens, infos
+
+  def encode(self, x: ModelInputs, *,
+             replace: Mapping[str, jax.Array] | None = None) -> Encoded:
+    """Runs the modalities of `x` jointly through the trunk.
+
+    replace: optional {modality: bool [B,N]}; True tokens become [MASK] (masked modelling).
+    A modality under token drop (x.keep) has K tokens in the outputs.
+    """
+    unknown = set(x.inputs) - set(self.spec.modalities)
+    if unknown:
+      raise ValueError(f"inputs {sorted(unknown)} are not model modalities "
+                       f"{sorted(self.spec.modalities)}")
+    tokens, infos = self._tokens(x, dict(replace or {}))
     if not tokens:
       raise ValueError("encode() needs at least one modality")
     out, aux = self.trunk(tokens, infos)
     masks = {m: infos[m].valid for m in out}
-    if cls:  # the CLS outputs are the pooled vectors; the joint one averages them
+    if self.spec.pool == "cls":  # the CLS outputs are the pooled vectors; the joint one averages them
       pooled = {m: out[m][:, 0].astype(jnp.float32) for m in out}
       row_mb = jnp.stack([masks[m][:, 0] for m in out]).astype(jnp.float32)
       joint = jnp.einsum("mb,mbd->bd", row_mb, jnp.stack([pooled[m] for m in out]))
@@ -147,22 +149,21 @@ class MultimodalModel(nnx.Module):
                           jnp.concatenate([masks[m] for m in out], axis=1))
     return Encoded(tokens=out, valid=masks, pooled=pooled, joint=joint, aux=aux)
 
-  def embed_modality(self, inputs, *, valid=None, present=None, keep=None,
-                     modality: str) -> tuple[jax.Array, Aux]:
+  def embed_modality(self, x: ModelInputs, modality: str) -> tuple[jax.Array, Aux]:
     """One modality encoded alone -> its contrastive embedding [B,E] (float32, unit norm)
     through its projection, or the normalised pooled vector where it has none."""
-    enc = self.encode({modality: inputs[modality]}, valid=valid, present=present, keep=keep)
+    enc = self.encode(x.select((modality,)))
     pooled = enc.pooled[modality]
     if modality in self.projections:
       pooled = self.projections[modality](pooled)
     return l2_normalize(pooled.astype(jnp.float32)), enc.aux
 
-  def class_logits(self, inputs, *, valid=None, present=None, keep=None, head: str,
+  def class_logits(self, x: ModelInputs, head: str,
                    per_modality: bool = False) -> tuple[jax.Array, Aux]:
-    """The given modalities encoded jointly -> logits [B,K] of classification head `head`:
+    """The modalities of `x` encoded jointly -> logits [B,K] of classification head `head`:
     of the joint pooled vector, or (per_modality, as MBT) the mean of each present
     modality's logits."""
-    enc = self.encode(inputs, valid=valid, present=present, keep=keep)
+    enc = self.encode(x)
     classify = lambda v: self.classifiers[head](v).astype(jnp.float32)
     if not per_modality:
       return classify(enc.joint), enc.aux
@@ -171,8 +172,9 @@ class MultimodalModel(nnx.Module):
     logits = jnp.einsum("mb,mbk->bk", row_mb, logits_mbk) / jnp.maximum(row_mb.sum(0), 1.0)[:, None]
     return logits, enc.aux
 
-  def decode(self, tokens_bnd: jax.Array, modality: str) -> jax.Array:
-    return self.decoders[modality](tokens_bnd).astype(jnp.float32)
+  def decode(self, tokens_bnd: jax.Array, head: str) -> jax.Array:
+    """Per-token predictions of decoder head `head` (Heads.decoders names its modality)."""
+    return self.decoders[head](tokens_bnd).astype(jnp.float32)
 
   def contrastive_scale(self, name: str):
     return self.scales[name]()

@@ -29,7 +29,9 @@ class Heads:
   class_heads: Mapping[str, int] = dataclasses.field(default_factory=dict)  # head -> classes
   projections: tuple[str, ...] = ()         # modalities with a contrastive projection
   contrastive_scales: tuple[str, ...] = ()  # learned temperatures, by head name
-  decoders: tuple[str, ...] = ()            # modalities with a masked-modelling decoder
+  # decoder head name -> the modality it predicts (a masked objective's head defaults to
+  # its modality's name; two objectives share a decoder only if they name the same head)
+  decoders: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

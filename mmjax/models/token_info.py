@@ -1,4 +1,21 @@
-"""What travels with every token through the trunk besides its vector."""
+"""What travels with every token through the trunk besides its vector, and the attention
+mask it implies.
+
+The mask is data, not code: causal, prefix-LM and packed sequences are per-token facts
+here, so a new objective never needs a new trunk. The rule, for a query token q and a key
+token k of one sequence (positions in the trunk's concatenated order):
+
+  q attends to k  iff  k is valid, k is in q's segment, and
+                       (k comes no later than q, or q and k are in one run of
+                        consecutive bidirectional tokens)
+
+So an all-bidirectional sequence attends everywhere (every trunk's behaviour before this
+mask existed), an all-causal one attends to the past, and a bidirectional prefix followed by
+causal tokens is a prefix-LM: the prefix sees itself whole, never the causal rest, and each
+causal token sees the prefix and the causal tokens before it. A bidirectional block in the
+middle of causal text (an image in an interleaved sequence) sees itself whole and the
+past, never what follows it.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -15,19 +32,39 @@ class TokenInfo:
   valid: bool; False for padding and for tokens of a modality absent from that example.
   modality: int32; the index of the token's modality in the model's modality order
     (ModelSpec.modalities), for modality-aware layers (routers, bottleneck fusion).
+  causal: bool; the token's attention kind: True = causal (sees only the tokens before it
+    and itself), False = bidirectional (also sees the rest of its bidirectional run).
+  segment: int32; packed sequences: tokens attend only within their own segment (one
+    example of a packed row). One segment per row when nothing is packed.
   """
   valid: jax.Array
   modality: jax.Array
+  causal: jax.Array
+  segment: jax.Array
 
   @classmethod
-  def for_modality(cls, valid_bl: jax.Array, modality_id: int) -> "TokenInfo":
-    return cls(valid=valid_bl, modality=jnp.full(valid_bl.shape, modality_id, jnp.int32))
+  def for_modality(cls, valid_bl: jax.Array, modality_id: int, *, causal: bool = False,
+                   segment_bl: jax.Array | None = None) -> "TokenInfo":
+    """The tokens of one modality: all of one attention kind, segment 0 unless given."""
+    shape = valid_bl.shape
+    segment = jnp.zeros(shape, jnp.int32) if segment_bl is None else segment_bl
+    return cls(valid=valid_bl, modality=jnp.full(shape, modality_id, jnp.int32),
+               causal=jnp.full(shape, causal, bool), segment=segment.astype(jnp.int32))
 
   @classmethod
   def concat(cls, infos: Sequence["TokenInfo"]) -> "TokenInfo":
-    return cls(valid=jnp.concatenate([i.valid for i in infos], axis=1),
-               modality=jnp.concatenate([i.modality for i in infos], axis=1))
+    cat = lambda *xs: jnp.concatenate(xs, axis=1)
+    return jax.tree.map(cat, *infos)
 
   def attention_mask(self) -> jax.Array:
-    """[B,1,1,L]: every query attends to the valid keys."""
-    return self.valid[:, None, None, :]
+    """bool [B,1,L,L] (query, key): the rule of the module docstring."""
+    b, l = self.valid.shape
+    q_before_k = jnp.arange(l)[:, None] < jnp.arange(l)[None, :]        # [L,L]: key later
+    bidir = ~self.causal
+    # Runs of consecutive bidirectional tokens, numbered by the kind changes before them.
+    change = jnp.concatenate([jnp.zeros((b, 1), bool), bidir[:, 1:] != bidir[:, :-1]], 1)
+    run = jnp.cumsum(change, axis=1)
+    same_run = (run[:, :, None] == run[:, None, :]) & bidir[:, :, None] & bidir[:, None, :]
+    same_segment = self.segment[:, :, None] == self.segment[:, None, :]
+    mask = self.valid[:, None, :] & same_segment & (~q_before_k[None] | same_run)
+    return mask[:, None]

@@ -1,7 +1,8 @@
 """Objectives, selected by `tasks.<task>.objectives.<name>.type`.
 
 An objective is a frozen dataclass: its fields are its config (defaults + checks in
-`__post_init__`), and calling it gives `(loss, metrics, aux)` from (model, batch, rng),
+`__post_init__`), and calling it gives `(loss, metrics, aux)` from (model, batch, rng,
+inputs) -- `inputs` is the step's ModelInputs (mmjax.models.model_inputs) --
 where `aux` combines the auxiliary outputs of every forward pass it made. It also says
 which batch keys it reads (`batch_keys`), which heads it trains (`heads`) and which trunk
 passes it makes (`forward_passes`, for FLOP accounting) and which predict functions it
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 
 from mmjax.config.registry import Registry
 from mmjax.errors import ConfigError
+from mmjax.models.model_inputs import ModelInputs, model_inputs
 from mmjax.models.spec import Heads
 from mmjax.objectives.classification import Classification
 from mmjax.objectives.contrastive import Contrastive
@@ -46,36 +48,49 @@ def make_objectives(objectives_cfg: Mapping, modality_kinds: Mapping[str, str],
                for n, c in objectives_cfg.items())
 
 
+def _merged(into: dict, new: Mapping, message: str) -> None:
+  """Adds new's heads to `into`; a head name met twice must mean the same thing."""
+  for head, v in new.items():
+    if into.get(head, v) != v:
+      raise ConfigError(message.format(head=head, old=into[head], new=v))
+    into[head] = v
+
+
 def heads_for(objectives) -> Heads:
   """Union of the heads the objectives need. Objectives that name the same head share it."""
-  class_heads, projections, scales, decoders = {}, (), (), ()
+  class_heads, decoders, projections, scales = {}, {}, (), ()
   for o in objectives:
     h = o.heads()
-    for head, n in h.class_heads.items():
-      if class_heads.get(head, n) != n:
-        raise ConfigError(f"classification head {head!r} is used with {class_heads[head]} and "
-                          f"{n} classes; give one of the objectives its own `head` name")
-      class_heads[head] = n
+    _merged(class_heads, h.class_heads, "classification head {head!r} is used with {old} and "
+            "{new} classes; give one of the objectives its own `head` name")
+    _merged(decoders, h.decoders, "decoder head {head!r} would predict both {old!r} and "
+            "{new!r}; give one of the objectives its own `head` name")
     projections += h.projections
     scales += h.contrastive_scales
-    decoders += h.decoders
   unique = lambda t: tuple(dict.fromkeys(t))
   return Heads(class_heads=class_heads, projections=unique(projections),
-               contrastive_scales=unique(scales), decoders=unique(decoders))
+               contrastive_scales=unique(scales), decoders=decoders)
 
 
-def total_loss(objectives, model, batch, rng):
+def input_modalities(objectives) -> tuple[str, ...]:
+  """Every modality the objectives read, in the order they first name them."""
+  return tuple(dict.fromkeys(m for o in objectives for m in o.modalities))
+
+
+def total_loss(objectives, model, batch, rng, inputs: ModelInputs | None = None):
   """Weighted sum of the objectives' losses plus each forward pass's auxiliary losses
   (added once, unweighted: their weights are the layers' own). Metrics are named
-  '<objective>/<what>'; 'loss' is the total."""
+  '<objective>/<what>'; 'loss' is the total. `inputs`: the step's model inputs (with token
+  drop's kept tokens); None reads them from the batch."""
+  if inputs is None:
+    inputs = model_inputs(batch, input_modalities(objectives))
   total = jnp.zeros((), jnp.float32)
   metrics = {}
   for i, o in enumerate(objectives):
-    loss, m, aux = o(model, batch, jax.random.fold_in(rng, i))
+    loss, m, aux = o(model, batch, jax.random.fold_in(rng, i), inputs)
     total = total + o.weight * loss + aux.total_loss()
     metrics[f"{o.name}/loss"] = loss
     metrics.update({f"{o.name}/{k}": v for k, v in m.items()})
     metrics.update({f"{o.name}/{k}": v for k, v in aux.metrics().items()})
   metrics["loss"] = total
   return total, metrics
-

@@ -1,16 +1,26 @@
-"""What every objective shares: reading model inputs from a batch, and batch checks."""
+"""What every objective shares: its model inputs, and batch checks.
+
+An objective is called as `objective(model, batch, rng, inputs)`: `inputs` is the step's
+ModelInputs of every modality the task's objectives read (mmjax.models.model_inputs, with
+the kept-token indices of token drop; None: read from the batch, without token drop), and
+`batch` gives the rest (labels, targets, word marks).
+"""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
-import jax
-import jax.numpy as jnp
+from mmjax.models.model_inputs import ModelInputs, model_inputs
 
 # Batch keys that describe a modality rather than being one.
 _TEXT_MASK = "text_mask"
-# int32 [B, K]: the tokens of the modality that enter the trunk (token drop; training only,
-# added by the train step: mmjax/training/token_drop.py).
-KEEP_SUFFIX = "_keep"
+
+
+def inputs_for(batch, inputs: ModelInputs | None, modalities: Sequence[str]) -> ModelInputs:
+  """The objective's own modalities of the step's inputs, or of the batch where it has none
+  (evaluators score objectives without token drop)."""
+  if inputs is None:
+    return model_inputs(batch, modalities)
+  return inputs.select(modalities)
 
 
 def missing_inputs(needed: Sequence[str], batch_keys, objective: str, task: str) -> str | None:
@@ -20,27 +30,6 @@ def missing_inputs(needed: Sequence[str], batch_keys, objective: str, task: str)
     return None
   return (f"objective {objective!r} of task {task!r} needs batch keys {missing}, but the "
           f"batch has {sorted(batch_keys)}; add them to tasks.{task}.data.preprocess")
-
-
-def model_inputs(batch: Mapping[str, jax.Array], modalities: Sequence[str]):
-  """(inputs, valid, present, keep) for `model.encode` from a batch in the design.md
-  format; `keep` holds the kept token indices of modalities under token drop."""
-  inputs = {m: batch[m] for m in modalities}
-  valid = {}
-  if "text" in modalities and _TEXT_MASK in batch:
-    valid["text"] = batch[_TEXT_MASK]
-  present = {m: batch[f"{m}_present"] for m in modalities if f"{m}_present" in batch}
-  keep = {m: batch[m + KEEP_SUFFIX] for m in modalities if m + KEEP_SUFFIX in batch}
-  return inputs, valid, present, keep
-
-
-def present_rows(batch: Mapping[str, jax.Array], modalities: Sequence[str], b: int) -> jax.Array:
-  """bool [B]: the rows in which every one of `modalities` is present."""
-  keep = jnp.ones((b,), bool)
-  for m in modalities:
-    if f"{m}_present" in batch:
-      keep = keep & batch[f"{m}_present"]
-  return keep
 
 
 def needed_keys(modalities: Sequence[str]) -> list[str]:

@@ -59,11 +59,10 @@ class Classification:
   def heads(self):
     return Heads(class_heads={self.head_name: self.num_classes})
 
-  def compute_logits(self, model, batch):
+  def compute_logits(self, model, batch, inputs=None):
     """(logits [B,K], aux) of this objective's head."""
-    inputs, valid, present, keep = base.model_inputs(batch, self.modalities)
-    return model.class_logits(inputs, valid=valid, present=present, keep=keep,
-                              head=self.head_name, per_modality=self.logits == "modality_mean")
+    x = base.inputs_for(batch, inputs, self.modalities)
+    return model.class_logits(x, self.head_name, per_modality=self.logits == "modality_mean")
 
   def predict_fns(self):
     """{"classify/<name>": fn(model, batch) -> logits [B,K], label [B], usable [B]}."""
@@ -73,9 +72,9 @@ class Classification:
               "usable": jnp.ones(labels.shape, bool)}
     return {f"classify/{self.name}": classify}
 
-  def __call__(self, model, batch, rng):
+  def __call__(self, model, batch, rng, inputs=None):
     del rng
-    logits, aux = self.compute_logits(model, batch)
+    logits, aux = self.compute_logits(model, batch, inputs)
     labels = batch[self.label]
     loss = softmax_xent(logits, labels).mean()
     return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == labels)}, aux

@@ -88,21 +88,17 @@ class Contrastive:
   def predict_fns(self):
     return {}  # its embeddings are the model's `embed/<modality>` predict functions
 
-  def embeddings(self, model, batch):
+  def embeddings(self, model, batch, inputs=None):
     """(za, zb, aux): unit-norm [B,E] embeddings of each side, encoded separately."""
-    zs, auxes = [], []
-    for m in (self.a, self.b):
-      inputs, valid, present, keep = base.model_inputs(batch, (m,))
-      z, aux = model.embed_modality(inputs, valid=valid, present=present, keep=keep,
-                                    modality=m)
-      zs.append(z)
-      auxes.append(aux)
-    return zs[0], zs[1], combine(auxes)
+    x = base.inputs_for(batch, inputs, self.modalities)
+    (za, aux_a), (zb, aux_b) = (model.embed_modality(x, m) for m in (self.a, self.b))
+    return za, zb, combine([aux_a, aux_b])
 
-  def __call__(self, model, batch, rng):
+  def __call__(self, model, batch, rng, inputs=None):
     del rng
-    za, zb, aux = self.embeddings(model, batch)
-    keep = base.present_rows(batch, self.modalities, za.shape[0])
+    x = base.inputs_for(batch, inputs, self.modalities)
+    za, zb, aux = self.embeddings(model, batch, x)
+    keep = x.present_rows(self.modalities, za.shape[0])
     scale, bias = model.contrastive_scale(self.scale_name)
     if self.kind == "softmax":
       loss, logits = softmax_infonce(za, zb, scale, keep)

@@ -5,9 +5,11 @@ caption's masked tokens predicted while seeing the image): a per-token loss that
 how well the model fuses modalities, independent of the batch size.
 Text predicts the hidden token ids (cross-entropy); image/video/audio regress the
 hidden patches' values, normalised per patch (MAE's target).
-`unit="word"` (text, byte tokenizer) hides whole words instead of single tokens: a word cut
-in half is nearly always recoverable from its visible bytes, a whole hidden word only from
-what the context determines, so the loss keeps a floor wherever the context leaves doubt.
+`unit="word"` (text) hides whole words instead of single tokens: a word cut in half is
+nearly always recoverable from its visible pieces, a whole hidden word only from what the
+context determines, so the loss keeps a floor wherever the context leaves doubt. Where the
+words are comes from the tokenize op, whatever the tokenizer: it writes `<text>_words`
+(mmjax/data/preprocess.py), each token's word number, 0 for tokens in no word.
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config.registry import check
-from mmjax.data.text_tokenizer import BOS, EOS, ByteTokenizer
 from mmjax.models.spec import Heads
 from mmjax.objectives import base
 from mmjax.objectives.classification import softmax_xent
@@ -32,20 +33,28 @@ def random_token_mask(rng, shape, ratio: float, valid_bn):
   return hide | (jax.nn.one_hot(first, shape[1], dtype=bool) & valid_bn)
 
 
-SPACE = ord(" ") + ByteTokenizer.offset  # the byte tokenizer's id of b" "
+# The batch key of a text modality's word marks: `<modality>_words`, int32 [B, N].
+WORDS_SUFFIX = "_words"
 
 
-def word_separators(ids_bn, valid_bn):
-  """bool [B,N]: tokens between words (spaces, bos, eos, padding); whole-word masking keeps them."""
-  return (ids_bn == SPACE) | (ids_bn == BOS) | (ids_bn == EOS) | ~valid_bn
+def word_separators(words_bn, valid_bn):
+  """bool [B,N]: tokens in no word (spaces, bos, eos, padding); whole-word masking keeps them."""
+  return (words_bn == 0) | ~valid_bn
 
 
-def whole_word_mask(rng, ids_bn, ratio: float, valid_bn):
-  """bool [B,N]: each word (a run of non-separator tokens) hidden whole with probability
-  `ratio`; the lowest-scored word of a row is hidden anyway, so every row has a target."""
-  sep = word_separators(ids_bn, valid_bn)
-  word_bn = jnp.cumsum(sep, axis=1)            # words are numbered by the separators before them
-  scores = jax.random.uniform(rng, ids_bn.shape)
+def whole_word_mask(rng, words_bn, ratio: float, valid_bn):
+  """bool [B,N]: each word (words_bn: each token's word number, 0 = in no word) hidden
+  whole with probability `ratio`; the lowest-scored word of a row is hidden anyway, so
+  every row has a target."""
+  sep = word_separators(words_bn, valid_bn)
+  # Each word reads the score at its index: the count of separators up to it, plus one for
+  # each word that starts right after another (tokenizers that mark words without spaces
+  # between them). Words after a space keep the index they had when only spaces separated
+  # words, so the masks of byte-tokenised text are what they always were.
+  prev = jnp.pad(words_bn[:, :-1], ((0, 0), (1, 0)))
+  abutting = ~sep & (words_bn != prev) & (prev > 0)
+  word_bn = jnp.cumsum(sep | abutting, axis=1)
+  scores = jax.random.uniform(rng, words_bn.shape)
   word_scores = jnp.where(sep, 2.0, jnp.take_along_axis(scores, word_bn, axis=1))
   lowest = word_scores == word_scores.min(axis=1, keepdims=True)
   return ((word_scores < ratio) | lowest) & ~sep
@@ -58,13 +67,15 @@ class Masked:
   ratio: float = 0.5
   weight: float = 1.0
   context: tuple[str, ...] = ()
-  unit: str = "token"   # token | word (whole words of byte-tokenised text)
+  unit: str = "token"   # token | word (whole words of text: the batch's word marks)
+  head: str = ""        # the decoder's name; "" = the modality's (objectives share it then)
 
   def __post_init__(self):
     check(0.0 < self.ratio < 1.0, "ratio", "need 0 < ratio < 1")
     check(self.unit in ("token", "word"), "unit", f"{self.unit!r}: choose token or word")
     check(self.unit == "token" or self.modality == "text", "unit",
-          f"'word' needs the text modality (words of bytes), not {self.modality!r}")
+          f"'word' needs the text modality (its tokenize op marks the words), not "
+          f"{self.modality!r}")
     check(self.modality not in self.context, "context",
           f"repeats the masked modality {self.modality!r}; name only the other modalities")
 
@@ -72,35 +83,40 @@ class Masked:
   def modalities(self):
     return (self.modality,) + tuple(self.context)
 
+  @property
+  def head_name(self) -> str:
+    return self.head or self.modality
+
   def forward_passes(self):
     return (self.modalities,)
 
   def batch_keys(self):
-    return base.needed_keys(self.modalities)
+    words = [self.modality + WORDS_SUFFIX] if self.unit == "word" else []
+    return base.needed_keys(self.modalities) + words
 
   def heads(self):
-    return Heads(decoders=(self.modality,))
+    return Heads(decoders={self.head_name: self.modality})
 
   def predict_fns(self):
     return {}
 
-  def __call__(self, model, batch, rng):
+  def __call__(self, model, batch, rng, inputs=None):
     m = self.modality
     # Token drop never applies to `modality` (config validation refuses it): every token
     # is a target. Context modalities may be dropped.
-    inputs, valid, present, keep = base.model_inputs(batch, self.modalities)
+    x = base.inputs_for(batch, inputs, self.modalities)
     spec = model.spec.modalities[m]
     b = batch[m].shape[0]
     n = spec.num_tokens(tuple(batch[m].shape[1:]))
-    valid_bn = valid.get(m, jnp.ones((b, n), bool))
-    if m in present:
-      valid_bn = valid_bn & present[m][:, None]
+    valid_bn = x.valid.get(m, jnp.ones((b, n), bool))
+    if m in x.present:
+      valid_bn = valid_bn & x.present[m][:, None]
     if self.unit == "word":
-      hide = whole_word_mask(rng, batch[m], self.ratio, valid_bn)
+      hide = whole_word_mask(rng, batch[m + WORDS_SUFFIX], self.ratio, valid_bn)
     else:
       hide = random_token_mask(rng, (b, n), self.ratio, valid_bn)
-    enc = model.encode(inputs, valid=valid, present=present, keep=keep, replace={m: hide})
-    pred = model.decode(enc.tokens[m], m)
+    enc = model.encode(x, replace={m: hide})
+    pred = model.decode(enc.tokens[m], self.head_name)
     w = hide.astype(jnp.float32)
     if spec.kind == "text":
       per_tok = softmax_xent(pred.reshape(b * n, -1), batch[m].reshape(-1)).reshape(b, n)

@@ -66,27 +66,20 @@ class Matching:
   def heads(self):
     return Heads(class_heads={self.head_name: 1})
 
-  def pairs(self, batch):
-    """(batch of 2B rows: positives then negatives, label [2B], usable [2B])."""
+  def pairs(self, batch, inputs):
+    """(inputs of 2B rows: positives then negatives, label [2B], usable [2B])."""
     partner, ok = negative_partners(batch[self.content_key], self.max_shift)
-    extra = lambda m: [f"{m}_present", m + base.KEEP_SUFFIX]
-    text_keys = [k for k in base.needed_keys((self.text,)) + extra(self.text) if k in batch]
-    paired = {}
-    for k in base.needed_keys(self.modalities) + [k for m in self.modalities for k in extra(m)]:
-      if k in batch:
-        second = batch[k][partner] if k in text_keys else batch[k]
-        paired[k] = jnp.concatenate([batch[k], second])
+    second = lambda m, x: x[partner] if m == self.text else x
+    paired = inputs.map_rows(lambda m, x: jnp.concatenate([x, second(m, x)]))
     b = partner.shape[0]
     label = jnp.concatenate([jnp.ones((b,)), jnp.zeros((b,))])
     usable = jnp.concatenate([jnp.ones((b,), bool), ok])
-    return paired, label, usable & base.present_rows(paired, self.modalities, 2 * b)
+    return paired, label, usable & paired.present_rows(self.modalities, 2 * b)
 
-  def _logits(self, model, batch):
+  def _logits(self, model, batch, inputs=None):
     """(logits [2B,1] of the pairs, label [2B], usable [2B], aux)."""
-    paired, label, usable = self.pairs(batch)
-    inputs, valid, present, keep = base.model_inputs(paired, self.modalities)
-    logits, aux = model.class_logits(inputs, valid=valid, present=present, keep=keep,
-                                     head=self.head_name,
+    paired, label, usable = self.pairs(batch, base.inputs_for(batch, inputs, self.modalities))
+    logits, aux = model.class_logits(paired, self.head_name,
                                      per_modality=self.logits == "modality_mean")
     return logits, label, usable, aux
 
@@ -100,9 +93,9 @@ class Matching:
               "usable": by_row(usable)}
     return {f"classify/{self.name}": classify}
 
-  def __call__(self, model, batch, rng):
+  def __call__(self, model, batch, rng, inputs=None):
     del rng
-    logits, label, usable, aux = self._logits(model, batch)
+    logits, label, usable, aux = self._logits(model, batch, inputs)
     logit = logits[:, 0]
     per_row = -(label * jax.nn.log_sigmoid(logit) + (1 - label) * jax.nn.log_sigmoid(-logit))
     n = jnp.maximum(usable.sum(), 1)

@@ -88,7 +88,7 @@ def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:
   flops += sum(2.0 * d * spec.embed_dim for _ in heads.projections)
   flops += sum(2.0 * rows * spec.embed_dim for _ in heads.contrastive_scales)
   flops += sum(2.0 * d * k for k in heads.class_heads.values())
-  for m in heads.decoders:
+  for m in heads.decoders.values():  # head name -> the modality it predicts
     s = spec.modalities[m]
     out = s.vocab_size if s.kind == "text" else s.patch_dim()
     flops += 2.0 * tokens.get(m, s.num_tokens()) * d * out

@@ -46,7 +46,7 @@ def hidden(ids, valid, ratio: float, unit: str, seed: int) -> np.ndarray:
   from mmjax.objectives import masked
   rng = jax.random.key(seed)
   if unit == "word":
-    return np.asarray(masked.whole_word_mask(rng, ids, ratio, valid))
+    return np.asarray(masked.whole_word_mask(rng, ByteTokenizer().words(ids), ratio, valid))
   return np.asarray(masked.random_token_mask(rng, ids.shape, ratio, valid))
 
 

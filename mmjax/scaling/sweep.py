@@ -207,10 +207,3 @@ def validate(runs: Iterable[Run]) -> dict:
                      "\n  ".join(problems))
   return configs
 
-
-def log_spaced(lo: float, hi: float, n: int, multiple: int = 1) -> list[int]:
-  """n integers from lo to hi, evenly spaced in log, rounded to `multiple`."""
-  if n == 1:
-    return [int(round(lo / multiple) * multiple)]
-  r = math.log(hi / lo) / (n - 1)
-  return [int(round(lo * math.exp(i * r) / multiple) * multiple) for i in range(n)]

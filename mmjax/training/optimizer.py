@@ -6,7 +6,8 @@ import jax.numpy as jnp
 import optax
 
 
-def learning_rate_schedule(optim_cfg, total_steps: int) -> optax.Schedule:
+def learning_rate_fn(optim_cfg, total_steps: int) -> optax.Schedule:
+  """step -> learning rate (optax calls it a schedule; here "schedule" is the task schedule)."""
   return optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=optim_cfg.learning_rate,
       warmup_steps=optim_cfg.warmup_steps, decay_steps=total_steps,
@@ -41,5 +42,5 @@ def _decay_mask(params):
 def make_optimizer(optim_cfg, total_steps: int) -> optax.GradientTransformation:
   return optax.chain(
       optax.clip_by_global_norm(optim_cfg.clip_norm),
-      optax.adamw(learning_rate_schedule(optim_cfg, total_steps), b1=optim_cfg.b1,
+      optax.adamw(learning_rate_fn(optim_cfg, total_steps), b1=optim_cfg.b1,
                   b2=optim_cfg.b2, weight_decay=optim_cfg.weight_decay, mask=_decay_mask))

@@ -23,7 +23,7 @@ import jax
 
 from mmjax import objectives as objectives_lib
 from mmjax.evaluators.common import EvalContext
-from mmjax.objectives import base
+from mmjax.models.model_inputs import model_inputs
 
 PredictFn = Callable[..., Any]
 
@@ -31,8 +31,7 @@ PredictFn = Callable[..., Any]
 def embed_fn(modality: str) -> PredictFn:
   """The contrastive embedding of one modality, encoded alone (eval never drops tokens)."""
   def embed(model, batch):
-    inputs, valid, present, _ = base.model_inputs(batch, (modality,))
-    return model.embed_modality(inputs, valid=valid, present=present, modality=modality)[0]
+    return model.embed_modality(model_inputs(batch, (modality,)), modality)[0]
   return embed
 
 

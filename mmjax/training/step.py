@@ -12,7 +12,8 @@ from mmjax import objectives as objectives_lib
 from mmjax.models import logical_axes as axes
 from mmjax.models.constraints import clamp_params
 from mmjax.models.model import build_model
-from mmjax.training.token_drop import add_keep_indices
+from mmjax.models.model_inputs import ModelInputs, model_inputs
+from mmjax.training.token_drop import drop_tokens
 
 
 @struct.dataclass
@@ -51,15 +52,26 @@ def split_microbatches(batch, k: int):
   return jax.tree.map(split, batch)
 
 
-def loss_and_grads(graphdef, objectives, params, batch, rng, microbatches: int):
+def loss_and_grads(graphdef, objectives, params, batch, rng, microbatches: int,
+                   inputs: ModelInputs | None = None):
   """Mean loss, metrics and gradients over the batch, optionally accumulated over
   microbatches (same result as one pass for per-example losses; in-batch contrastive
-  negatives then come from each microbatch only)."""
+  negatives then come from each microbatch only). `inputs`: the batch's ModelInputs
+  (None: read from the batch); its kept-token indices are split with the batch."""
+  if inputs is None:
+    inputs = model_inputs(batch, objectives_lib.input_modalities(objectives))
+  modalities = inputs.modalities
+
   def one(params, mb, rng):
+    batch_mb, keep_mb = mb
+    inputs_mb = model_inputs(batch_mb, modalities).replace(keep=keep_mb)
+
     def loss_fn(p):
-      return objectives_lib.total_loss(objectives, nnx.merge(graphdef, p), mb, rng)
+      return objectives_lib.total_loss(objectives, nnx.merge(graphdef, p), batch_mb, rng,
+                                       inputs_mb)
     return jax.value_and_grad(loss_fn, has_aux=True)(params)
 
+  batch = (batch, dict(inputs.keep))
   if microbatches == 1:
     (loss, metrics), grads = one(params, batch, rng)
     return loss, metrics, grads
@@ -95,7 +107,7 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
     weight decay included, after clipping); the moments are shared and see the raw
     gradients. 1.0 leaves the update as it is.
   token_drop: {modality: rate}; `modalities` ({modality: ModalitySpec}) counts the tokens
-    (mmjax/training/token_drop.py).
+    (mmjax/training/token_drop.py). The kept tokens travel in the objectives' ModelInputs.
   """
   if not lr_multiplier > 0:
     raise ValueError(f"lr_multiplier={lr_multiplier}: must be > 0")
@@ -103,10 +115,11 @@ def make_train_step(graphdef, objectives, optimizer, seed: int, microbatches: in
 
   def train_step(state: TrainState, batch):
     rng = step_rng(seed, state.step)
+    inputs = model_inputs(batch, objectives_lib.input_modalities(objectives))
     if rates:
-      batch = add_keep_indices(batch, rates, modalities, rng)
+      inputs = drop_tokens(inputs, rates, modalities, rng)
     loss, metrics, grads = loss_and_grads(graphdef, objectives, state.params, batch, rng,
-                                          microbatches)
+                                          microbatches, inputs)
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

@@ -5,9 +5,9 @@ uniformly random `kept_tokens(N, rate) = N - floor(rate * N)` of that modality's
 (their positions already added), and only those enter the trunk. The count is fixed, so
 shapes are static and one compiled step serves every batch; the subset is drawn from the
 step's key (seed + the task's seed_offset, step), so a resumed run draws the same subsets.
-The train step adds the kept indices to the batch as `<modality>_keep` (int32 [B, K], in
-increasing order); objectives hand them to the model (objectives/base.model_inputs).
-Evaluation never drops: evaluators do not go through the train step.
+The train step hands the objectives model inputs with the kept indices (ModelInputs.keep,
+int32 [B, K], in increasing order); the batch itself is never written to. Evaluation never
+drops: evaluators do not go through the train step.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mmjax.models import logical_axes as axes
-from mmjax.objectives.base import KEEP_SUFFIX
 from mmjax.config.task_settings import kept_tokens
+from mmjax.models import logical_axes as axes
+from mmjax.models.model_inputs import ModelInputs
 
 _STREAM = 0x70D0  # folded into the step key: draws independent of the objectives' randomness
 
@@ -31,16 +31,17 @@ def keep_indices(rng, batch_size: int, num_tokens: int, rate: float) -> jax.Arra
   return jnp.sort(idx, axis=1).astype(jnp.int32)
 
 
-def add_keep_indices(batch: Mapping[str, jax.Array], rates: Mapping[str, float], modalities,
-                     rng) -> dict:
-  """The batch plus `<m>_keep` for each modality m with a rate > 0; `modalities` maps a
-  modality to its ModalitySpec (to count its tokens at this batch's input shape)."""
-  out = dict(batch)
+def drop_tokens(inputs: ModelInputs, rates: Mapping[str, float], modalities,
+                rng) -> ModelInputs:
+  """`inputs` with kept-token indices for each of its modalities m with a rate > 0;
+  `modalities` maps a modality to its ModalitySpec (to count its tokens at this input
+  shape)."""
+  keep = dict(inputs.keep)
   rng = jax.random.fold_in(rng, _STREAM)
   for i, (m, rate) in enumerate(sorted(rates.items())):
-    if rate <= 0 or m not in batch:
+    if rate <= 0 or m not in inputs.inputs:
       continue
-    x = batch[m]
+    x = inputs.inputs[m]
     n = modalities[m].num_tokens(tuple(x.shape[1:]))
-    out[m + KEEP_SUFFIX] = keep_indices(jax.random.fold_in(rng, i), x.shape[0], n, rate)
-  return out
+    keep[m] = keep_indices(jax.random.fold_in(rng, i), x.shape[0], n, rate)
+  return inputs.replace(keep=keep)

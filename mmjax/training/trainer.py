@@ -109,7 +109,7 @@ class Training:
       dtype = jnp.dtype(dtype_from_name(exp.model.dtype)).name
       self.peak = (peak_lib.job_peak(jax.devices(), dtype, jax.process_count()) if is_main
                    else peak_lib.Peak(0.0, "process 0 measures"))
-    learning_rate = optim.HostLearningRate(optim.learning_rate_schedule(exp.optim,
+    learning_rate = optim.HostLearningRate(optim.learning_rate_fn(exp.optim,
                                                                         exp.total_steps))
     learning_rate(max(self.step - 1, 0))  # its first values, before any step is in flight
     self.bar = (ProgressBar(exp.total_steps, self.step, list(exp.tasks))

@@ -10,7 +10,8 @@ fusion. A single-modality pass runs its stream alone (the bottleneck then only c
 that stream's own summary).
 
 Bottleneck tokens in stream m carry m's modality id (they are processed as part of that
-stream, e.g. by a modality-aware router).
+stream, e.g. by a modality-aware router). They are bidirectional tokens after the
+stream's own: in a causal stream only they see the whole stream (TokenInfo's mask).
 """
 from __future__ import annotations
 
@@ -79,6 +80,15 @@ class LateFusionConfig:
                            param_dtype=param_dtype, dtype=dtype, rngs=rngs)
 
 
+def _bottleneck_info(stream: TokenInfo, nb: int) -> TokenInfo:
+  """The bottleneck tokens appended to a stream: valid, bidirectional, with the modality
+  and segment of the stream's first token."""
+  b = stream.valid.shape[0]
+  first = lambda x: jnp.broadcast_to(x[:, :1], (b, nb))
+  return TokenInfo(valid=jnp.ones((b, nb), bool), modality=first(stream.modality),
+                   causal=jnp.zeros((b, nb), bool), segment=first(stream.segment))
+
+
 class ModalityStreams(nnx.Module):
 
   def __init__(self, depth: int, width: int, make_block: Callable[[int], nnx.Module], *,
@@ -120,9 +130,8 @@ class ModalityStreams(nnx.Module):
       # Per example, the modalities that are there (any valid token): the bottleneck is
       # averaged over those only.
       present_mb = jnp.stack([infos[m].valid.any(axis=1) for m in names]).astype(jnp.float32)
-      fused_infos = {m: TokenInfo.concat([infos[m], TokenInfo(
-          valid=jnp.ones((b, nb), bool),
-          modality=jnp.broadcast_to(infos[m].modality[:, :1], (b, nb)))]) for m in names}
+      fused_infos = {m: TokenInfo.concat([infos[m], _bottleneck_info(infos[m], nb)])
+                     for m in names}
     for i in range(self.depth):
       fused = nb > 0 and i >= self.fusion_layer
       z_outs = []

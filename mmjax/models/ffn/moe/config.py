@@ -8,6 +8,7 @@ from flax import nnx
 from mmjax.config.registry import check
 from mmjax.errors import ConfigError
 from mmjax.models.ffn.mlp import ACTIVATIONS, Mlp, mlp_flops_per_token
+from mmjax.models.ffn.moe.layer import MoeFfn
 
 ROUTINGS = ("token_choice", "dropless", "expert_choice")
 MODALITY_AWARE = ("none", "routers", "experts")
@@ -23,7 +24,8 @@ class MoeConfig:
            dropless      token choice without a capacity: tokens sorted by expert and run
                          through a grouped matmul (`kernel`)
            expert_choice each expert picks its top-`capacity` tokens of the group (IMP,
-                         V-MoE); needs a non-causal trunk (every trunk is one today)
+                         V-MoE); it sees every token of the group, so it suits bidirectional
+                         attention only (nothing refuses it for causal tokens yet)
   capacity = ceil(capacity_factor * top_k * tokens_per_group / num_experts): for expert
     choice, top_k * capacity_factor is the mean number of experts per token.
   group_size: examples per routing group. Capacity and expert choice are per group, so
@@ -89,14 +91,6 @@ class MoeConfig:
     return moe_param_counts(self, width=width, mlp_dim=mlp_dim, depth=depth,
                             num_modalities=num_modalities)
 
-  def check_trunk(self, *, causal: bool) -> None:
-    """Expert choice looks at every token of a group before choosing: a causal trunk would
-    leak the future into the past. Trunks call this with their causality."""
-    if causal and self.routing == "expert_choice":
-      raise ConfigError("config.model.ffn.routing='expert_choice' needs a non-causal trunk "
-                        "(an expert's choice sees future tokens); use 'token_choice' or "
-                        "'dropless'")
-
   def check_modalities(self, num_modalities: int) -> None:
     if self.modality_aware != "experts":
       return
@@ -114,7 +108,6 @@ class MoeConfig:
       return Mlp(width, mlp_dim, activation=self.activation, param_dtype=param_dtype,
                  dtype=dtype, rngs=rngs)
     self.check_modalities(num_modalities)
-    from mmjax.models.ffn.moe.layer import MoeFfn  # the layer imports this module
     return MoeFfn(self, width, self.expert_dim or mlp_dim, num_modalities=num_modalities,
                   param_dtype=param_dtype, dtype=dtype, rngs=rngs)
 

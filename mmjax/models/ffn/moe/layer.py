@@ -1,4 +1,8 @@
-"""The MoE feed-forward module: router -> dispatch -> experts -> combine, plus Aux."""
+"""The MoE feed-forward module: router -> dispatch -> experts -> combine, plus Aux.
+
+It reads its settings from a MoeConfig (config.py), which builds it: this module does not
+import config.py, so the two form no cycle.
+"""
 from __future__ import annotations
 
 import math
@@ -12,19 +16,19 @@ from mmjax.models import logical_axes as axes
 from mmjax.models.aux_outputs import Aux
 from mmjax.models.ffn.mlp import ACTIVATIONS, Mlp
 from mmjax.models.ffn.moe import dispatch, router
-from mmjax.models.ffn.moe.config import MoeConfig
 
 
-def capacity(cfg: MoeConfig, tokens_per_group: int) -> int:
-  """Slots per expert and group; never more than the group's tokens (an expert gets each
-  token at most once)."""
+def capacity(cfg, tokens_per_group: int) -> int:
+  """Slots per expert and group (cfg: a MoeConfig); never more than the group's tokens (an
+  expert gets each token at most once)."""
   c = math.ceil(cfg.capacity_factor * cfg.top_k * tokens_per_group / cfg.num_experts)
   return max(1, min(tokens_per_group, c))
 
 
 class MoeFfn(nnx.Module):
+  """Experts in place of a block's Mlp; `cfg` is the MoeConfig that builds it."""
 
-  def __init__(self, cfg: MoeConfig, width: int, expert_dim: int, *, num_modalities: int,
+  def __init__(self, cfg, width: int, expert_dim: int, *, num_modalities: int,
                param_dtype, dtype, rngs: nnx.Rngs):
     e = cfg.num_experts
     routers = num_modalities if cfg.modality_aware == "routers" else 1
