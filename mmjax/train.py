@@ -24,16 +24,16 @@ flags.DEFINE_integer("print_schedule", None, "print the tasks of the first N ste
 FLAGS = flags.FLAGS
 
 
-def print_schedule(spec: str | None, overrides: list[str], steps: int) -> int:
+def print_schedule(recipe_name: str | None, overrides: list[str], steps: int) -> int:
   from mmjax import schedules
   from mmjax.config import cli
   from mmjax.config import recipe as config_lib
   from mmjax import experiment
-  if not spec or steps < 0:
+  if not recipe_name or steps < 0:
     cli.fail("--print_schedule N needs --config and N >= 0, e.g. python -m mmjax.train "
              "--config configs/mm_world.py:tiny --print_schedule 20")
   try:
-    exp = experiment.parse(config_lib.load(spec, overrides))
+    exp = experiment.parse(config_lib.load(recipe_name, overrides))
     print(schedules.preview(exp.schedule, list(exp.tasks), steps))
   except config_lib.ConfigError as e:
     cli.fail(str(e))

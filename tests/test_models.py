@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 from mmjax.models import logical_axes as axes
-from mmjax.models import patchify as tokenizers
+from mmjax.models import patchify
 from mmjax.models.embedders import ModalitySpec
 from mmjax.models.model import build_model
 from mmjax.models.model_inputs import ModelInputs as MI
@@ -31,22 +31,22 @@ def small_model(heads: Heads | None = None, **kw):
 
 def test_patchify_is_a_reshape_of_the_patch_grid():
   x = jnp.arange(1 * 4 * 4 * 2, dtype=jnp.float32).reshape(1, 4, 4, 2)
-  p = tokenizers.patchify(x, 2)
+  p = patchify.patchify(x, 2)
   assert p.shape == (1, 4, 8)
   np.testing.assert_array_equal(p[0, 1], x[0, 0:2, 2:4].reshape(-1))  # top-right patch
   v = jnp.zeros((2, 4, 8, 8, 3))
-  assert tokenizers.tubelets(v, 2, 4).shape == (2, 2 * 2 * 2, 2 * 4 * 4 * 3)
-  assert tokenizers.spectrogram_patches(jnp.zeros((2, 16, 8)), 4, 4).shape == (2, 8, 16)
+  assert patchify.tubelets(v, 2, 4).shape == (2, 2 * 2 * 2, 2 * 4 * 4 * 3)
+  assert patchify.spectrogram_patches(jnp.zeros((2, 16, 8)), 4, 4).shape == (2, 8, 16)
   with pytest.raises(ValueError, match="not divisible by patch size 3"):
-    tokenizers.patchify(x, 3)
+    patchify.patchify(x, 3)
 
 
 def test_sincos_and_learned_positions_at_other_sizes():
-  t = tokenizers.sincos_table((2, 3), 16)
+  t = patchify.sincos_table((2, 3), 16)
   assert t.shape == (6, 16) and np.all(np.isfinite(t))
   assert len({tuple(r) for r in t}) == 6  # every position distinct
   learned = jnp.arange(4 * 8, dtype=jnp.float32).reshape(4, 8)  # a 2x2 grid
-  up = tokenizers.resize_positions(learned, (2, 2), (4, 4))
+  up = patchify.resize_positions(learned, (2, 2), (4, 4))
   assert up.shape == (16, 8)
   # A bigger image runs through the same model with interpolated positions.
   m = small_model()

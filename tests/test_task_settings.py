@@ -21,7 +21,7 @@ from mmjax.training import step as train_step
 from mmjax.data import pipeline
 from mmjax.errors import ConfigError
 from mmjax.evaluators.loss import EvalLoss, EvalLossConfig
-from mmjax.models import patchify as tokenizers
+from mmjax.models import patchify
 from mmjax.models.model_inputs import model_inputs
 from mmjax.perf import flops
 from mmjax.runtime.sharding import make_mesh
@@ -150,9 +150,9 @@ def test_a_model_for_32px_and_4_frames_trains_on_16px_and_2_frames(world_dir, ti
   emb = model.embedders["image"]
   enc = model.encode(model_inputs(small.batch, ("image",)))
   assert enc.tokens["image"].shape[1] == 4  # (16 / 8)^2 patches
-  want = tokenizers.resize_positions(emb.positions[...], (4, 4), (2, 2))
+  want = patchify.resize_positions(emb.positions[...], (4, 4), (2, 2))
   tok = emb(small.batch["image"])
-  patches = tokenizers.patchify(small.batch["image"], 8) @ emb.kernel[...] + emb.bias[...]
+  patches = patchify.patchify(small.batch["image"], 8) @ emb.kernel[...] + emb.bias[...]
   np.testing.assert_allclose(tok, patches + want[None] + emb.type_embedding[...], atol=1e-5)
   assert model.encode(model_inputs(small.batch, ("video",))).tokens["video"].shape[1] == 4  # 1x2x2
 

@@ -26,18 +26,18 @@ def import_file(path: str, kind: str):
   return module
 
 
-def load_recipe(spec: str) -> ml_collections.ConfigDict:
+def load_recipe(recipe_name: str) -> ml_collections.ConfigDict:
   """`configs/x.py:variant` -> the locked ConfigDict that recipe's get_config returns."""
-  path, _, variant = spec.partition(":")
+  path, _, variant = recipe_name.partition(":")
   if not os.path.isfile(path):
-    raise ConfigError(f"--config {spec!r}: no file {path!r}; recipes live in configs/*.py")
+    raise ConfigError(f"--config {recipe_name!r}: no file {path!r}; recipes live in configs/*.py")
   module = import_file(path, "recipe")
   if not hasattr(module, "get_config"):
     raise ConfigError(f"recipe {path!r} has no get_config(variant) function")
   try:
     config = module.get_config(variant or None)
   except (ValueError, KeyError) as e:  # recipes refuse unknown variants this way
-    raise ConfigError(f"--config {spec!r}: {e}") from None
+    raise ConfigError(f"--config {recipe_name!r}: {e}") from None
   config_layout.upgrade(config, source=path)
   config.lock()
   return config
@@ -104,9 +104,9 @@ def apply_override(config: ml_collections.ConfigDict, assignment: str) -> None:
     node[parts[-1]] = _parse_like(old, text, key)
 
 
-def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def load(recipe_name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """The recipe with its overrides applied; mmjax.experiment.parse checks it as a whole."""
-  config = load_recipe(spec)
+  config = load_recipe(recipe_name)
   for o in overrides:
     apply_override(config, o)
   return config

@@ -38,14 +38,14 @@ def field_names(config_class) -> tuple[str, ...]:
   return tuple(f.name for f in dataclasses.fields(config_class) if f.init)
 
 
-def _plain(value: Any) -> Any:
+def _hashable(value: Any) -> Any:
   """ConfigDict / list values as the frozen, hashable forms dataclass configs hold."""
   if hasattr(value, "to_dict"):
     value = value.to_dict()
   if isinstance(value, list):
-    return tuple(_plain(v) for v in value)
+    return tuple(_hashable(v) for v in value)
   if isinstance(value, tuple):
-    return tuple(_plain(v) for v in value)
+    return tuple(_hashable(v) for v in value)
   return value
 
 
@@ -122,7 +122,7 @@ def parse_dataclass(cls, section: Mapping, key: str, *, context: Mapping | None 
   (or, through `foreign`, the other component that owns them), values must have their
   default's type, and the class's own checks are reported under the full key."""
   context = dict(context or {})
-  values = {k: _plain(v) for k, v in dict(section).items()}
+  values = {k: _hashable(v) for k, v in dict(section).items()}
   fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
   settable = set(fields) - set(context)
   for k in values:

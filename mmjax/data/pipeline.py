@@ -5,7 +5,7 @@ Batches are host-local: with P processes each yields batch_size // P rows and
 
 The unit of work is a whole batch: grain maps batch index -> (read the batch's records,
 decode them per feature, run the batched preprocessing ops). Each batch is a pure
-function of its index, the seed and the spec, so it is the same whether it is built in
+function of its index, the seed and the preprocess section, so it is the same whether it is built in
 this process, in a read-ahead thread, or in any of N grain worker processes.
 """
 
@@ -37,15 +37,15 @@ def _get(cfg, key: str, default: Any = None) -> Any:
   return cfg.get(key, default) if hasattr(cfg, "get") else getattr(cfg, key, default)
 
 
-def _plain(value: Any) -> Any:
-  """ConfigDict -> nested dicts, so the spec can be read with ordinary mapping code."""
+def _as_dicts(value: Any) -> Any:
+  """ConfigDict -> nested dicts, so the section can be read with ordinary mapping code."""
   return value.to_dict() if hasattr(value, "to_dict") else value
 
 
 def _make_preprocess(data_cfg, source: sources.Source, train: bool):
-  tok = _plain(_get(data_cfg, "tokenizer")) or {}
+  tok = _as_dicts(_get(data_cfg, "tokenizer")) or {}
   tokenizer = tokenizer_lib.make_tokenizer(tok.get("kind", "byte"), tok.get("model_path", ""))
-  return preprocess_lib.Preprocess(_plain(_get(data_cfg, "preprocess")), tokenizer=tokenizer,
+  return preprocess_lib.Preprocess(_as_dicts(_get(data_cfg, "preprocess")), tokenizer=tokenizer,
                                    train=train, features=source.features)
 
 
@@ -59,35 +59,35 @@ def _per_process(batch_size: int, process_count: int) -> int:
 
 def validate(data_cfg, *, batch_size: int, process_count: int = 1) -> workers_lib.Parallelism:
   """Checks a task's data settings without reading data: worker_count for this host, the
-  batch against the process count, and the preprocess spec (ops, args, batched=True on an
+  batch against the process count, and the preprocess section (ops, args, batched=True on an
   op that cannot batch). Raises InputConfigError/ValueError naming the key."""
   _per_process(batch_size, process_count)
   parallelism = workers_lib.resolve(_get(data_cfg, "worker_count", workers_lib.AUTO))
-  tok = _plain(_get(data_cfg, "tokenizer")) or {}
+  tok = _as_dicts(_get(data_cfg, "tokenizer")) or {}
   if tok.get("kind", "byte") == "byte":  # other tokenizers load files: checked when built
-    preprocess_lib.Preprocess(_plain(_get(data_cfg, "preprocess")),
+    preprocess_lib.Preprocess(_as_dicts(_get(data_cfg, "preprocess")),
                               tokenizer=tokenizer_lib.make_tokenizer("byte"))
   return parallelism
 
 
 def output_keys(data_cfg) -> list[str]:
-  """Every batch key the task's preprocess spec makes, from the spec alone."""
-  spec = _plain(_get(data_cfg, "preprocess"))
-  return preprocess_lib.Preprocess(spec, tokenizer=tokenizer_lib.make_tokenizer("byte")).output_keys()
+  """Every batch key the task's preprocess section makes, from the section alone."""
+  section = _as_dicts(_get(data_cfg, "preprocess"))
+  return preprocess_lib.Preprocess(section, tokenizer=tokenizer_lib.make_tokenizer("byte")).output_keys()
 
 
 def tokenizer_vocab_size(data_cfg) -> int:
   """How many ids the task's tokenizer makes (a SentencePiece model is read for it)."""
-  tok = _plain(_get(data_cfg, "tokenizer")) or {}
+  tok = _as_dicts(_get(data_cfg, "tokenizer")) or {}
   return tokenizer_lib.vocab_size(tok.get("kind", "byte"), tok.get("model_path", ""))
 
 
 def input_shapes(data_cfg) -> dict[str, tuple[int, ...] | None]:
-  """{batch key: per-example shape} the task's preprocess spec makes, from the spec alone
+  """{batch key: per-example shape} the task's preprocess section makes, from the section alone
   (None where it varies, e.g. audio without a fixed length). Needs no tokenizer files:
   shapes do not depend on the tokenizer."""
-  spec = _plain(_get(data_cfg, "preprocess"))
-  return preprocess_lib.Preprocess(spec, tokenizer=tokenizer_lib.make_tokenizer("byte")).shapes()
+  section = _as_dicts(_get(data_cfg, "preprocess"))
+  return preprocess_lib.Preprocess(section, tokenizer=tokenizer_lib.make_tokenizer("byte")).shapes()
 
 
 def _to_iter(dataset: grain.MapDataset, parallelism: workers_lib.Parallelism):

@@ -1,4 +1,4 @@
-"""Preprocessing built from a spec: output key -> dict(op=..., **args), per example or batched.
+"""Preprocessing built from a task's `preprocess` section: output key -> dict(op=..., **args), per example or batched.
 
     {"image": {"op": "image", "from": "image", "size": 32},
      "text": {"op": "tokenize", "from": "caption", "max_len": 32},  # + text_mask, text_words
@@ -7,7 +7,7 @@
 Ops take one source feature and return host numpy arrays. Each op also runs on a whole
 batch (`apply_batch`, vectorised numpy), equal bit for bit to stacking its per-example
 `apply` (tests/test_batched_input.py); the pipelines use the batched form. Decoding of
-encoded images stays per example inside it. An op that cannot batch for a spec says so
+encoded images stays per example inside it. An op that cannot batch for its arguments says so
 (`batchable`), and asking it to with `batched=True` is an error.
 Randomness (random crops) comes from an rng keyed by the example's global position, so a run is
 reproducible and resumable; with `train=False` random ops fall back to their
@@ -90,7 +90,7 @@ def _to_float(pixels: np.ndarray) -> np.ndarray:
 
 
 class _Op:
-  """One spec entry; subclasses declare their args and implement `apply`."""
+  """One entry of the preprocess section; subclasses declare their args and implement `apply`."""
 
   required: tuple[str, ...] = ()
   optional: Mapping[str, Any] = {}
@@ -134,7 +134,7 @@ class _Op:
     """The batch keys the op writes."""
     return (self.key,)
 
-  # Whether `apply_batch` can run for this spec; "" if so, else why not.
+  # Whether `apply_batch` can run for these arguments; "" if so, else why not.
   def cannot_batch(self) -> str:
     return ""
 
@@ -279,11 +279,11 @@ OPS: dict[str, type[_Op]] = {
 class Preprocess:
   """Callable example -> model-ready dict; `features` (if given) is checked up front."""
 
-  def __init__(self, spec: Mapping[str, Mapping[str, Any]], *, tokenizer=None,
+  def __init__(self, section: Mapping[str, Mapping[str, Any]], *, tokenizer=None,
                train: bool = True, features: Sequence[str] | None = None):
     self.ops: list[_Op] = []
     self.train = train
-    for key, args in spec.items():
+    for key, args in section.items():
       name = args.get("op")
       if name not in OPS:
         raise ValueError(f"preprocess[{key!r}]: unknown op {name!r}; choices: {sorted(OPS)}")
@@ -302,7 +302,7 @@ class Preprocess:
 
   def shapes(self) -> dict[str, tuple[int, ...] | None]:
     """{output key: per-example shape} of the arrays the ops make (None: varies), read
-    from the spec alone (config validation checks them against the model)."""
+    from the section alone (config validation checks them against the model)."""
     return {op.key: op.shape() for op in self.ops}
 
   def output_keys(self) -> list[str]:

@@ -16,9 +16,9 @@ from mmjax.config import recipe
 from mmjax.experiment.experiment import Experiment, Task, parse
 
 
-def load(spec: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+def load(recipe_name: str, overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
   """Recipe + overrides, checked by a full parse (the ConfigDict, for tools that edit it)."""
-  config = recipe.load(spec, overrides)
+  config = recipe.load(recipe_name, overrides)
   parse(config)
   return config
 

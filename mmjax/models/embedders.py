@@ -13,7 +13,7 @@ from flax import nnx
 
 from mmjax.config.registry import check
 from mmjax.models import logical_axes as axes
-from mmjax.models import patchify as tokenizers
+from mmjax.models import patchify
 
 PATCH_KINDS = ("image", "video", "audio")
 KINDS = PATCH_KINDS + ("text",)
@@ -98,11 +98,11 @@ class ModalitySpec:
   def cut(self, x: jax.Array) -> jax.Array:
     """Raw input -> flattened patches [B, N, patch_dim]."""
     if self.kind == "image":
-      return tokenizers.patchify(x, self.patch[0])
+      return patchify.patchify(x, self.patch[0])
     if self.kind == "video":
-      return tokenizers.tubelets(x, self.patch[0], self.patch[1])
+      return patchify.tubelets(x, self.patch[0], self.patch[1])
     if self.kind == "audio":
-      return tokenizers.spectrogram_patches(x, self.patch[0], self.patch[1])
+      return patchify.spectrogram_patches(x, self.patch[0], self.patch[1])
     raise ValueError(f"modality kind {self.kind!r} has no patches")
 
 
@@ -158,9 +158,9 @@ class Embedder(nnx.Module):
         if grid[0] > spec.shape[0]:
           raise ValueError(f"text length {grid[0]} exceeds the model's max_len {spec.shape[0]}")
       else:
-        pos = tokenizers.resize_positions(self.positions[...], spec.grid(), grid)
+        pos = patchify.resize_positions(self.positions[...], spec.grid(), grid)
     else:
-      pos = jnp.asarray(tokenizers.sincos_table(grid, tok.shape[-1]))
+      pos = jnp.asarray(patchify.sincos_table(grid, tok.shape[-1]))
     tok = tok + pos.astype(self.dtype)[None] + self.type_embedding[...].astype(self.dtype)
     if self.cls_token:
       cls = (self.cls[...] + self.type_embedding[...]).astype(self.dtype)

@@ -33,20 +33,20 @@ def tokens_per_example(exp, task: str) -> int:
   return int(sum(specs[m].num_tokens(specs[m].shape) for m in used))
 
 
-def loaded(spec: str, overrides: Sequence[str]):
+def loaded(recipe_name: str, overrides: Sequence[str]):
   """The parsed experiment of a recipe + overrides."""
   from mmjax import experiment
   from mmjax.config import recipe
-  return experiment.parse(recipe.load(spec, overrides))
+  return experiment.parse(recipe.load(recipe_name, overrides))
 
 
-def params_of(spec: str, overrides: Sequence[str]) -> int:
+def params_of(recipe_name: str, overrides: Sequence[str]) -> int:
   """For sweep designs: N of a recipe + overrides."""
-  return param_count(loaded(spec, overrides))
+  return param_count(loaded(recipe_name, overrides))
 
 
-def tokens_per_example_of(spec: str, overrides: Sequence[str], task: str = "default") -> int:
-  return tokens_per_example(loaded(spec, overrides), task)
+def tokens_per_example_of(recipe_name: str, overrides: Sequence[str], task: str = "default") -> int:
+  return tokens_per_example(loaded(recipe_name, overrides), task)
 
 
 def run_counts(exp, row: Mapping, step: int) -> dict:

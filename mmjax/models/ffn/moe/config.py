@@ -13,6 +13,8 @@ from mmjax.models.ffn.moe.layer import MoeFfn
 ROUTINGS = ("token_choice", "dropless", "expert_choice")
 MODALITY_AWARE = ("none", "routers", "experts")
 KERNELS = ("auto", "blocked", "ragged")
+RENORMALIZE_ORDERS = ("before_drops", "after_drops")
+LB_LOSS_CONVENTIONS = ("choices", "switch")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,33 @@ class MoeConfig:
   expert_dim: hidden size of each expert (0 = model.mlp_dim).
   kernel: the dropless grouped matmul: blocked (per-expert loops over block-padded rows,
     XLA:CPU) | ragged (jax.lax.ragged_dot, GPU/TPU) | auto (by backend; README, MoE).
+
+  Conventions that differ between published implementations (they agree at top_k=1):
+  renormalize: a token's top_k weights are divided by their sum (top_k > 1, token choice
+    and dropless); False keeps the raw router probabilities (V-MoE).
+  renormalize_order: when, for token choice with a capacity (dropless drops nothing, so
+    both orders agree there):
+      before_drops  over the top_k choices, then the capacity drops some: a token whose
+                    second choice was dropped keeps p1/(p1+p2) on its first (GShard as in
+                    lingvo's legacy_mtf_behavior). The default: today's recipes' order.
+      after_drops   over the choices that survived the drops: that token gets weight 1 on
+                    its first (Mesh-TF, fairseq).
+  lb_loss_convention: the load-balancing loss is lb_loss_weight * E * sum_e f_e * P_e (P_e:
+    expert e's mean router probability over the batch's valid tokens), with f_e
+      choices  e's share of all routed choices (sums to 1): perfectly balanced routing
+               scores 1 at any top_k, as in Switch's top-1 paper. The default, because
+               the MoE fusion recipes (top_k=2) train with it and their runs must stay
+               reproducible.
+      switch   the share of tokens that chose e (sums to top_k; balanced routing scores
+               top_k): flaxformer's and MaxText's loss, top_k x "choices". Use it to
+               copy a published lb_loss_weight from those codebases at top_k > 1.
+    Both pool the whole batch's valid tokens (padding is never counted); flaxformer
+    averages the same product per routing group and MaxText per sequence, which equals
+    this with one group and no padding.
+  Published settings: NMM's MoE (Shukor et al. 2025) is routing="dropless", top_k=1,
+  lb_loss_weight=0.01 (either convention: they agree at top_k=1); IMP's is
+  routing="expert_choice", top_k=1, capacity_factor=1.0, z_loss_weight=0 (no aux loss;
+  expert choice never uses the load-balancing one).
   """
   every: int = 1
   num_experts: int = 8
@@ -47,7 +76,9 @@ class MoeConfig:
   modality_aware: str = "none"
   shared_expert: bool = False
   renormalize: bool = True      # top-k weights sum to 1 (token choice with top_k > 1)
+  renormalize_order: str = "before_drops"  # before_drops | after_drops (see above)
   lb_loss_weight: float = 0.01  # Switch load balancing (token choice and dropless)
+  lb_loss_convention: str = "choices"      # choices | switch (see above)
   z_loss_weight: float = 0.001  # router z-loss (ST-MoE)
   kernel: str = "auto"
   block_size: int = 128         # rows per block of the blocked dropless kernel
@@ -64,6 +95,10 @@ class MoeConfig:
     check(self.modality_aware in MODALITY_AWARE, "modality_aware",
           f"valid: {', '.join(map(repr, MODALITY_AWARE))}")
     check(self.kernel in KERNELS, "kernel", f"valid: {', '.join(map(repr, KERNELS))}")
+    check(self.renormalize_order in RENORMALIZE_ORDERS, "renormalize_order",
+          f"valid: {', '.join(map(repr, RENORMALIZE_ORDERS))}")
+    check(self.lb_loss_convention in LB_LOSS_CONVENTIONS, "lb_loss_convention",
+          f"valid: {', '.join(map(repr, LB_LOSS_CONVENTIONS))}")
     check(self.activation in ACTIVATIONS, "activation",
           f"valid: {', '.join(map(repr, ACTIVATIONS))}")
     check(self.lb_loss_weight >= 0, "lb_loss_weight", "must be >= 0")

@@ -90,16 +90,19 @@ class MoeFfn(nnx.Module):
     act = ACTIVATIONS[cfg.activation]
     if cfg.routing == "expert_choice":
       c = capacity(cfg, s)
-      slot_token, slot_weight = jax.vmap(router.expert_choice, (0, 0, None))(probs, valid_gs, c)
+      slot_token, slot_weight = jax.vmap(router.expert_choice, (0, 0, None, 0))(
+          probs, valid_gs, c, jnp.isfinite(logits))  # -inf: outside the modality's group
       routed = processed = jax.vmap(_slot_counts, (0, None, None))(slot_token, s, e)
       y_gsd = dispatch.run_slots(x_gsd, slot_token, slot_weight, w, act)
     else:
-      expert_gsk, weight_gsk = router.token_choice(probs, valid_gs, cfg.top_k, cfg.renormalize)
+      after = cfg.routing == "token_choice" and cfg.renormalize_order == "after_drops"
+      expert_gsk, weight_gsk = router.token_choice(probs, valid_gs, cfg.top_k,
+                                                   cfg.renormalize and not after)
       routed = jnp.sum(jax.nn.one_hot(expert_gsk, e), axis=-2)
       if cfg.routing == "token_choice":
         slot_token, slot_weight, kept_gsk = jax.vmap(
-            router.capacity_slots, (0, 0, 0, None, None))(
-                expert_gsk, weight_gsk, valid_gs, e, capacity(cfg, s))
+            router.capacity_slots, (0, 0, 0, None, None, None))(
+                expert_gsk, weight_gsk, valid_gs, e, capacity(cfg, s), after and cfg.renormalize)
         processed = jnp.sum(jax.nn.one_hot(expert_gsk, e) * kept_gsk[..., None], axis=-2)
         y_gsd = dispatch.run_slots(x_gsd, slot_token, slot_weight, w, act)
       else:
@@ -116,7 +119,8 @@ class MoeFfn(nnx.Module):
           y_gsd = experts(*split, *w)
     losses, stats = router.losses_and_stats(
         logits, probs, valid_gs, routed, processed, lb_loss_weight=cfg.lb_loss_weight,
-        z_loss_weight=cfg.z_loss_weight, balance=cfg.routing != "expert_choice")
+        z_loss_weight=cfg.z_loss_weight, balance=cfg.routing != "expert_choice",
+        lb_convention=cfg.lb_loss_convention)
     y_bld = y_gsd.reshape(b, l, d).astype(dt)
     if self.shared is not None:
       y_bld = y_bld + self.shared(x_bld, info)[0]
