@@ -14,10 +14,10 @@ def _name(spec: str) -> str:
   return re.sub(r"[-_.]+", "-", spec.split("==")[0].strip()).lower()
 
 
-def _lock_entries() -> dict[str, tuple[str, list[str]]]:
+def _lock_entries(lock: str = "requirements.lock") -> dict[str, tuple[str, list[str]]]:
   """name -> (version, hashes), read from the lock's `name==version \\` blocks."""
   entries, current = {}, None
-  for line in open(os.path.join(ROOT, "requirements.lock")):
+  for line in open(os.path.join(ROOT, lock)):
     if m := re.match(r"^([A-Za-z0-9][A-Za-z0-9_.-]*)==(\S+)", line):
       current = _name(m.group(1))
       entries[current] = (m.group(2), [])
@@ -39,6 +39,12 @@ def test_lock_pins_every_requirement_with_hashes():
     assert name in entries, f"{line} is in requirements.txt but not in requirements.lock"
     assert entries[name][0] == version, (f"requirements.txt pins {line}, the lock "
                                          f"{entries[name][0]}: regenerate the lock (README)")
+
+
+def test_tpu_lock_is_the_same_stack_plus_libtpu():
+  cpu, tpu = _lock_entries(), _lock_entries("requirements-tpu.lock")
+  assert set(tpu) - set(cpu) == {"libtpu"} and tpu["libtpu"][1]
+  assert all(tpu[name][0] == version for name, (version, _) in cpu.items())
 
 
 def test_ci_run_refuses_without_python311(tmp_path):
