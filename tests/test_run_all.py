@@ -64,7 +64,7 @@ def test_every_benchmark_script_is_listed():
   scripts = {f[:-3] for f in os.listdir(os.path.join(ROOT, "benchmarks"))
              if f.endswith(".py") and f not in ("run_all.py", "ratios.py", "report.py",
                                                 "__init__.py")}
-  assert scripts == set(run_all.BY_NAME)
+  assert scripts == {b.script or b.name for b in run_all.BENCHMARKS}
 
 
 def test_command_line_refusals(capsys):
