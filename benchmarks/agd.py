@@ -6,15 +6,17 @@ alone, interleaved in one trainer run.
 
 configs/mm_world_agd.py on one device (evals and checkpoints off), fed from in-memory
 copies of a few real batches of each task, so every task has its own shapes and keys and
-no input work competes. What it measures:
+no input work competes; with --real_input, from each task's own input pipeline instead (as
+a real AGD run is), so switching between the six pipelines is in the figures. What it measures:
 
   1. Start-up compile of every task's step, with the persistent compilation cache off:
      one after the other (compile_threads=1, a compile_only run) and concurrently (a
      thread per task: the training run's own start-up); compile seconds per task, and
      the training run's compile count (one per task: no recompiles).
-  2. ONE training run whose schedule (`schedule.type=sequence`) repeats a cycle of
+  2. ONE training run whose schedule (`schedule.type=sequence`) runs cycles of
      stretches of 2 x segment steps: an AGD stretch -- the recipe's weighted schedule's
-     own order -- then one stretch of each task alone. The trainer logs every `segment`
+     own order -- and one stretch of each task alone, in an order shuffled afresh every
+     cycle (benchmarks/ratios.py), so no kind of stretch always follows the same one. The trainer logs every `segment`
      steps, so each log window is one half of a stretch: the first half takes the switch
      into the stretch and is left out; the second half is its steady state. A window's
      time is the trainer's own (perf/steps_per_s, from its step-end stamps).
@@ -22,7 +24,9 @@ no input work competes. What it measures:
   with share_t the task's share of the AGD window. Same process, same compiled programs,
   same shapes, same trainer loop (prefetch, hooks, logging): the only difference is the
   order of the steps. Stretches of one cycle are seconds apart, so machine drift largely
-  cancels within a cycle; the figure is the median over cycles after the first (warm-up).
+  cancels within a cycle; the figure is the median over cycles after the first (warm-up),
+  with a bootstrap 95% interval: `ratio` (AGD s/step over the share-weighted alone s/step)
+  and `ratio_ci95`, and the same as `overhead` = ratio - 1 and `overhead_ci95`.
   Also printed: the same ratio from each kind's fastest window over the cycles
   (`overhead_fastest_windows`), since load from other processes only adds time.
 
@@ -45,6 +49,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
 import ml_collections  # noqa: E402
+from ratios import median_ci95, round_orders  # noqa: E402
 from report import print_figures  # noqa: E402
 
 from mmjax import schedules  # noqa: E402
@@ -89,7 +94,10 @@ def real_batches(config, n: int = 4) -> dict[str, list]:
   return out
 
 
-def iterators(batches, tasks) -> dict:
+def iterators(batches, tasks) -> dict | None:
+  """In-memory iterators over `batches`; None (the tasks' own pipelines) for --real_input."""
+  if batches is None:
+    return None
   return {t: InMemoryIterator(batches[t]) for t in tasks}
 
 
@@ -108,7 +116,11 @@ def main():
   p.add_argument("--variant", default="tiny")
   p.add_argument("--batch", type=int, default=32)
   p.add_argument("--segment", type=int, default=20, help="steps of each half-stretch")
-  p.add_argument("--cycles", type=int, default=12, help="cycles (the first is warm-up)")
+  p.add_argument("--cycles", type=int, default=12,
+                 help="cycles (the first is warm-up; at least 6 for 5 rounds)")
+  p.add_argument("--seed", type=int, default=0, help="of the stretches' order in each cycle")
+  p.add_argument("--real_input", action="store_true",
+                 help="feed every task from its real input pipeline, not in-memory batches")
   p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                  help="a config override, e.g. model.width=128 (repeatable)")
   a = p.parse_args()
@@ -116,15 +128,19 @@ def main():
 
   base = agd_config(a.variant, a.batch, 2, a.set)
   tasks = list(base.tasks)
-  cycle = stretches(base, a.segment)
-  sequence = [t for _, run in cycle for t in run]
-  steps = a.cycles * len(sequence)
+  cycle = dict(stretches(base, a.segment))
+  orders = round_orders(list(cycle), a.cycles, a.seed)  # a fresh order of stretches per cycle
+  sequence = [t for order in orders for name in order for t in cycle[name]]
+  steps = len(sequence)
   config = agd_config(a.variant, a.batch, steps, a.set, log_every=a.segment)
-  with config.unlocked():
+  with config.unlocked():  # the whole run's sequence: it never repeats
     config.schedule = ml_collections.ConfigDict(dict(type="sequence", cycle=tuple(sequence)))
-  batches = real_batches(config)
+  # --real_input: the six tasks' own grain pipelines, which AGD switches between, so the
+  # input's share of the step is in both the AGD and the alone figures.
+  batches = None if a.real_input else real_batches(config)
 
   fig = {"device": jax.devices()[0].device_kind, "tasks": len(tasks), "batch": a.batch,
+         "input": "real pipelines" if a.real_input else "in-memory batches",
          "segment": a.segment, "cycles": a.cycles}
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
@@ -137,14 +153,17 @@ def main():
   # Window k covers steps (k*segment, (k+1)*segment]: the second half of stretch j ends at
   # step 2*segment*(j+1). Cycle 0 (warm-up) is left out.
   by_end = {r["step"]: r for r in rows}
-  s_per_step = {name: [1.0 / by_end[2 * a.segment * (c * len(cycle) + i + 1)]["perf/steps_per_s"]
+  end = lambda c, name: 2 * a.segment * (c * len(cycle) + orders[c].index(name) + 1)
+  s_per_step = {name: [1.0 / by_end[end(c, name)]["perf/steps_per_s"]
                        for c in range(1, a.cycles)]
-                for i, (name, _) in enumerate(cycle)}
-  second_half = cycle[0][1][a.segment:]  # the AGD windows' task mix
+                for name in cycle}
+  second_half = cycle["agd"][a.segment:]  # the AGD windows' task mix
   shares = {t: second_half.count(t) / len(second_half) for t in tasks}
   weighted = lambda alone: sum(shares[t] * alone[t] for t in tasks)
-  overheads = [s_per_step["agd"][c] / weighted({t: s_per_step[t][c] for t in tasks}) - 1.0
-               for c in range(a.cycles - 1)]
+  ratios = [s_per_step["agd"][c] / weighted({t: s_per_step[t][c] for t in tasks})
+            for c in range(a.cycles - 1)]
+  overheads = [r - 1.0 for r in ratios]
+  ratio, ratio_ci95 = median_ci95(ratios)
   # Load from other processes only ever adds time: the fastest window of each kind is the
   # least disturbed one. (Conservative for AGD: its estimate is one window's minimum, the
   # alone estimate a sum of six.)
@@ -165,7 +184,9 @@ def main():
              agd_compiles=rows[-1]["perf/compiles"],
              device_wait_fraction=statistics.median(r["perf/device_wait_fraction"]
                                                     for r in rows[2:]),
-             overhead=statistics.median(overheads), overhead_min=min(overheads),
+             ratio=ratio, ratio_ci95=ratio_ci95, ratio_rounds=ratios,
+             overhead=ratio - 1.0, overhead_ci95=[ratio_ci95[0] - 1.0, ratio_ci95[1] - 1.0],
+             overhead_min=min(overheads),
              overhead_max=max(overheads), overhead_fastest_windows=fastest)
   print_figures(fig)
 

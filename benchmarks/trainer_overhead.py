@@ -9,12 +9,12 @@ removed: they are not training); its steps/s is read from its own metrics.jsonl,
 log windows after the first (which holds the compile). The bare loop calls the compiled
 step of the same program (built by the same functions, same shardings, donated state)
 on the same batches, each put on the device as the trainer does, and waits once at the
-end. Bare and trainer runs alternate (bare, trainer, bare, ..., bare: --rounds trainer
-runs); each trainer run is compared with the mean of the bare runs either side of it, since
-the machine's speed drifts (a single bare run after the trainer once read 13% slower than
-the one before it), and the figure is the median of those per-round ratios.
+end. Each round runs one bare and one trainer run, in an order shuffled afresh per round
+(benchmarks/ratios.py), since the machine's speed drifts (a single bare run after the
+trainer once read 13% slower than the one before it); the figure is the median of the
+per-round trainer/bare ratios with its bootstrap 95% interval.
 Prints a table, then (last line) one JSON object: {"ratio": median trainer/bare steps/s,
-"ratio_min", "ratio_max", ...}.
+"ratio_ci95": [low, high], "ratio_min", "ratio_max", ...}.
 """
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import jax  # noqa: E402
+from ratios import MIN_ROUNDS, ratio_figures, round_orders  # noqa: E402
 from report import print_figures  # noqa: E402
 import ml_collections  # noqa: E402
 
@@ -101,23 +102,29 @@ def main():
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--steps", type=int, default=300)
   p.add_argument("--batch", type=int, default=16)
-  p.add_argument("--rounds", type=int, default=3, help="trainer runs, each between bare runs")
+  p.add_argument("--rounds", type=int, default=MIN_ROUNDS,
+                 help="rounds of one bare and one trainer run each, in shuffled order")
+  p.add_argument("--seed", type=int, default=0, help="of the per-round order")
   a = p.parse_args()
   config = overhead_config(a.steps, a.batch)
   batches = batches_for(config)
-  bare = [bare_steps_per_s(config, batches, a.steps)]
-  full, ratios = [], []
-  for _ in range(a.rounds):
-    full.append(trainer_steps_per_s(config, batches))
-    bare.append(bare_steps_per_s(config, batches, a.steps))
-    ratios.append(full[-1] / ((bare[-2] + bare[-1]) / 2))
-  print(f"{'round':<7}{'bare before':>12}{'trainer':>10}{'bare after':>12}{'ratio':>8}")
-  for r, ratio in enumerate(ratios):
-    print(f"{r:<7}{bare[r]:>12.1f}{full[r]:>10.1f}{bare[r + 1]:>12.1f}{ratio:>8.3f}")
+  bare_steps_per_s(config, batches, min(a.steps, 20))  # warm-up: the first compile is slower
+  bare, full = [], []
+  for order in round_orders(["bare", "trainer"], a.rounds, a.seed):
+    for kind in order:
+      if kind == "bare":
+        bare.append(bare_steps_per_s(config, batches, a.steps))
+      else:
+        full.append(trainer_steps_per_s(config, batches))
   fig = {"device": jax.devices()[0].device_kind, "batch": a.batch, "steps": a.steps,
          "rounds": a.rounds, "bare_steps_per_s": statistics.median(bare),
-         "trainer_steps_per_s": statistics.median(full), "ratio": statistics.median(ratios),
-         "ratio_min": min(ratios), "ratio_max": max(ratios)}
+         "trainer_steps_per_s": statistics.median(full), **ratio_figures(full, bare)}
+  ratios = fig["ratio_rounds"]
+  fig.update(ratio_min=min(ratios), ratio_max=max(ratios))
+  print(f"{'round':<7}{'order':<16}{'bare':>10}{'trainer':>10}{'ratio':>8}")
+  for r, (order, ratio) in enumerate(zip(round_orders(["bare", "trainer"], a.rounds, a.seed),
+                                         ratios)):
+    print(f"{r:<7}{','.join(order):<16}{bare[r]:>10.1f}{full[r]:>10.1f}{ratio:>8.3f}")
   print_figures(fig)
 
 

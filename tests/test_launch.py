@@ -44,29 +44,35 @@ def test_tpu_pod_dry_run_prints_every_step_in_order_and_runs_nothing(tmp_path):
   assert not (tmp_path / "calls").exists()
   gcloud = [c for c in cmds if c[0] == "gcloud"]
   verbs = [c[4] for c in gcloud]
-  assert verbs == ["create", "scp", "ssh", "ssh", "ssh", "delete"]
+  # create, python check, copy, unpack, install, start, follow, delete
+  assert verbs == ["create", "ssh", "scp", "ssh", "ssh", "ssh", "ssh", "delete"]
   for c in gcloud:
     assert c[:4] == ["gcloud", "compute", "tpus", "tpu-vm"]
     assert "pod1" in " ".join(c) and c[c.index("--zone") + 1] == "us-central2-b"
     assert c[c.index("--project") + 1] == "proj"
   create = gcloud[0]
   assert create[create.index("--accelerator-type") + 1] == "v4-32"
-  scp, install, start, tail = gcloud[1:5]
-  assert "--worker=all" in scp and "--worker=all" in install and "--worker=all" in start
-  assert "pip install" in install[install.index("--command") + 1]
+  check, scp, unpack, install, start, tail = gcloud[1:7]
+  for c in (check, scp, unpack, install, start):
+    assert "--worker=all" in c
+  assert "version_info < (3, 11)" in check[check.index("--command") + 1]
+  assert "pip install -q --require-hashes -r requirements-tpu.lock" in install[
+      install.index("--command") + 1]
   command = start[start.index("--command") + 1]
-  # The train command reaches each worker intact (quoting preserved) and joins via JAX.
+  # The train command reaches each worker intact (quoting preserved) and joins via JAX;
+  # its log and exit status go to the shared workdir.
   assert "MMJAX_DISTRIBUTED=auto" in command and "-m mmjax.train" in command
-  inner = shlex.split(command.split("-m mmjax.train", 1)[1].split(">", 1)[0])
-  assert inner == ["--config", "configs/mm_world.py", "--workdir", "/mnt/shared/run 1",
-                   "--config.model.width=256"]
-  assert "--worker=0" in tail and "tail" in tail[tail.index("--command") + 1]
+  inner = shlex.split(command.split(".status\"'", 1)[1].split(">", 1)[0])
+  assert inner[0].startswith("/mnt/shared/run 1/logs/tpu_pod/")
+  assert inner[1:] == ["--config", "configs/mm_world.py", "--workdir", "/mnt/shared/run 1",
+                       "--config.model.width=256"]
+  assert "--worker=0" in tail and "exit_status" in tail[tail.index("--command") + 1]
   assert gcloud[-1][-1] == "--quiet"
 
 
 def test_tpu_pod_defaults_skip_create_and_delete_and_check_arguments(tmp_path):
   verbs = [c[4] for c in tpu_dry_run() if c[0] == "gcloud"]
-  assert verbs == ["scp", "ssh", "ssh", "ssh"]
+  assert verbs == ["ssh", "scp", "ssh", "ssh", "ssh", "ssh"]
   verbs = [c[4] for c in tpu_dry_run("--no-install", "--no-tail") if c[0] == "gcloud"]
   assert verbs == ["ssh"]
   script = os.path.join(LAUNCH, "tpu_pod.sh")
@@ -74,8 +80,15 @@ def test_tpu_pod_defaults_skip_create_and_delete_and_check_arguments(tmp_path):
   assert proc.returncode == 2 and "--name and --zone are required" in proc.stderr
   proc = run(["bash", script, "--dry-run", "--name", "n", "--zone", "z", "--create", "--", "x"])
   assert proc.returncode == 2 and "--create needs --accelerator-type" in proc.stderr
+  # A dry run follows the same refusals: a local workdir (the end-to-end test with the
+  # fake gcloud checks the others), unless the user says it is shared.
+  proc = run(["bash", script, "--dry-run", "--name", "n", "--zone", "z", "--", "--workdir=/tmp/w"])
+  assert proc.returncode == 2 and "local to each worker" in proc.stderr
+  proc = run(["bash", script, "--dry-run", "--name", "n", "--zone", "z", "--allow-local-workdir",
+              "--no-install", "--no-tail", "--", "--workdir=/tmp/w"])
+  assert proc.returncode == 0, proc.stderr
   # Without --dry-run gcloud is required; an empty PATH makes sure none is found (or run).
-  proc = run(["/bin/bash", script, "--name", "n", "--zone", "z", "--", "x"],
+  proc = run(["/bin/bash", script, "--name", "n", "--zone", "z", "--", "--workdir", "/mnt/x"],
              env={"PATH": str(tmp_path)})
   assert proc.returncode == 2 and "gcloud not found" in proc.stderr
 
