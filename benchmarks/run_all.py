@@ -115,6 +115,8 @@ BENCHMARKS = (
               ("--seeds", "10"), ("--seeds", "2")),
     Benchmark("sharding", "per-device bytes of params + AdamW state by fsdp size", (), (),
               env=tuple(EIGHT_DEVICES.items())),
+    Benchmark("code_shape", "the longest function and file in mmjax/ and its top-level modules "
+              "(bars: <= 60 lines, <= 400 lines, <= 6; tests/test_layers.py holds them)", (), ()),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
 
