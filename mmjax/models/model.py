@@ -101,12 +101,15 @@ class MultimodalModel(nnx.Module):
 
   def _tokens(self, x: ModelInputs, replace: Mapping[str, jax.Array]):
     """({modality: tokens [B,N,D]}, {modality: TokenInfo}) of the modalities in x, in the
-    model's order; a CLS token, where the model pools by CLS, comes first."""
+    model's order, except that causal modalities come after all the bidirectional ones
+    (those are then a prefix: a prefix-LM, whatever the order of model.modalities); a CLS
+    token, where the model pools by CLS, comes first."""
     tokens, infos = {}, {}
     cls = int(self.spec.pool == "cls")
-    for m, modality_id in self.spec.modality_ids.items():
-      if m not in x.inputs:
-        continue
+    ids = self.spec.modality_ids
+    order = sorted((m for m in ids if m in x.inputs), key=lambda m: m in x.causal)  # stable
+    for m in order:
+      modality_id = ids[m]
       tok = self.embedders[m](x.inputs[m], replace.get(m))
       b, n = tok.shape[:2]
       v = x.valid.get(m, jnp.ones((b, n - cls), bool))

@@ -54,6 +54,21 @@ class BottleneckFusionConfig:
     return [[n + (nb if i >= self.fusion_layer else 0) for n in lengths.values()]
             for i in range(depth)]
 
+  def extra_flops(self, lengths: Mapping[str, int], width: int) -> float:
+    del lengths, width
+    return 0.0
+
+  def causal_problem(self, depth: int, causal, modalities) -> str | None:
+    """Refused rather than made sound: a bottleneck token sees its whole stream and is
+    averaged into every stream's next layer, so each causal token would see the tokens
+    after it through the bottleneck."""
+    del causal, modalities
+    if self.fusion_layer >= depth:  # no bottleneck layer: late fusion
+      return None
+    return ("bottleneck tokens see each stream whole and feed every token of the next layer, "
+            "so a causal token would see the tokens after it; use model.fusion.type='early' "
+            "(a prefix-LM) or 'late_decoder'")
+
   def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
             remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
     return ModalityStreams(depth, width, make_block, modalities=modalities,
@@ -72,6 +87,21 @@ class LateFusionConfig:
 
   def layer_sequences(self, lengths: Mapping[str, int], depth: int) -> list[list[int]]:
     return [list(lengths.values()) for _ in range(depth)]
+
+  def extra_flops(self, lengths: Mapping[str, int], width: int) -> float:
+    del lengths, width
+    return 0.0
+
+  def causal_problem(self, depth: int, causal, modalities) -> str | None:
+    """Sound, but towers that meet only at the heads never show a causal modality the
+    others: refused when the pass fuses others with it (a caption beside its image)."""
+    del depth
+    others = [m for m in modalities if m not in causal]
+    if others:
+      return (f"late fusion meets only at the heads, so {list(causal)} would never see "
+              f"{others}; use model.fusion.type='late_decoder' (encoders feeding a causal "
+              f"decoder, NMM's late fusion) or 'early'")
+    return None
 
   def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
             remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
