@@ -125,7 +125,8 @@ PREFIX_LM = {"nt": dict(type="next_token", modality="text", context=("image",))}
     (["model.fusion.type=late_decoder"], None),
     (["model.fusion.type=bottleneck"],
      r"objectives.nt attends causally over \['text'\], which config.model.fusion.type="
-     r"'bottleneck' cannot do soundly: bottleneck tokens see each stream whole .* use "
+     r"'bottleneck' cannot do soundly: a causal token never attends to the bottleneck tokens "
+     r"after its stream, so \['text'\] would never see \['image'\]; use "
      r"model.fusion.type='early' \(a prefix-LM\) or 'late_decoder'"),
     (["model.fusion.type=late"], r"late fusion meets only at the heads, so \['text'\] would "
                                  r"never see \['image'\]; use model.fusion.type='late_decoder'"),
@@ -139,10 +140,10 @@ def test_next_token_is_refused_on_a_trunk_that_cannot_be_causal(overrides, messa
     _parse_with(PREFIX_LM, *overrides)
 
 
-def test_late_fusion_and_bottleneck_without_bottleneck_layers_may_model_text_alone():
+def test_late_and_bottleneck_fusion_may_model_text_alone():
   alone = {"nt": dict(type="next_token", modality="text")}
   _parse_with(alone, "model.fusion.type=late")
-  _parse_with(alone, "model.fusion.type=bottleneck", "model.fusion.fusion_layer=1")  # depth 1
+  _parse_with(alone, "model.fusion.type=bottleneck")
 
 
 @pytest.mark.parametrize("ffn, message", [

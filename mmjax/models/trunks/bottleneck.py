@@ -59,15 +59,16 @@ class BottleneckFusionConfig:
     return 0.0
 
   def causal_problem(self, depth: int, causal, modalities) -> str | None:
-    """Refused rather than made sound: a bottleneck token sees its whole stream and is
-    averaged into every stream's next layer, so each causal token would see the tokens
-    after it through the bottleneck."""
-    del causal, modalities
-    if self.fusion_layer >= depth:  # no bottleneck layer: late fusion
-      return None
-    return ("bottleneck tokens see each stream whole and feed every token of the next layer, "
-            "so a causal token would see the tokens after it; use model.fusion.type='early' "
-            "(a prefix-LM) or 'late_decoder'")
+    """Refused where it would matter, rather than made sound: a stream's bottleneck tokens
+    come after its own tokens, so a causal token never attends to them (nothing leaks, but
+    nothing fuses: the text would never see the other modalities)."""
+    del depth
+    others = [m for m in modalities if m not in causal]
+    if others:
+      return (f"a causal token never attends to the bottleneck tokens after its stream, so "
+              f"{list(causal)} would never see {others}; use model.fusion.type='early' "
+              f"(a prefix-LM) or 'late_decoder'")
+    return None
 
   def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
             remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
