@@ -130,6 +130,9 @@ PREFIX_LM = {"nt": dict(type="next_token", modality="text", context=("image",))}
      r"model.fusion.type='early' \(a prefix-LM\) or 'late_decoder'"),
     (["model.fusion.type=late"], r"late fusion meets only at the heads, so \['text'\] would "
                                  r"never see \['image'\]; use model.fusion.type='late_decoder'"),
+    (["model.fusion.type=late_decoder", "model.fusion.decoder_modality=image"],
+     r"late_decoder runs \['text'\] through bidirectional encoders; only "
+     r"model.fusion.decoder_modality='image' is decoded causally: set decoder_modality"),
 ])
 def test_next_token_is_refused_on_a_trunk_that_cannot_be_causal(overrides, message):
   if message is None:
