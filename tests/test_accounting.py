@@ -77,6 +77,32 @@ def test_analytic_flops_of_every_trunk_agree_with_xla(overrides, objectives_cfg)
   assert abs(analytic / xla - 1) < 0.05, (analytic, xla)
 
 
+NEXT_TOKEN = {"nt": dict(type="next_token", modality="text", context=("image",))}
+
+
+@pytest.mark.parametrize("overrides, objectives_cfg", [
+    (WIDTH_128, NEXT_TOKEN),                                       # early: a prefix-LM
+    (WIDTH_128 + ["model.fusion.type=late_decoder", "model.fusion.encoder_depth=2"],
+     NEXT_TOKEN),                                                   # NMM's late fusion
+    (WIDTH_128 + ["model.fusion.type=late_decoder"],
+     {"nt": dict(type="next_token", modality="text", context=("image",), tied=True,
+                 z_loss=1e-4),
+      "mt": dict(type="masked", modality="text", ratio=0.5)}),
+])
+def test_analytic_flops_of_causal_trunks_agree_with_xla(overrides, objectives_cfg):
+  """Causal and prefix-LM attention are counted as the full square that runs (perf/flops.py
+  says why), which is what XLA counts too."""
+  analytic, xla = analytic_and_xla(overrides, objectives_cfg)
+  assert abs(analytic / xla - 1) < 0.05, (analytic, xla)
+
+
+def test_late_decoder_runs_the_decoder_over_everything_and_each_encoder_over_its_own():
+  late = build.model_spec(experiment.load(TINY, ["model.fusion.type=late_decoder",
+                                                 "model.fusion.encoder_depth=2"])).fusion
+  assert late.layer_sequences({"image": 16, "text": 48}, 1) == [[64, 16], [16]]
+  assert late.layer_sequences({"image": 16, "text": 48}, 3) == [[64, 16], [64, 16], [64]]
+
+
 def test_bottleneck_attention_is_the_streams_not_the_joint_sequence():
   config = experiment.load(TINY, ["model.fusion.type=bottleneck", "model.fusion.num_bottlenecks=4"])
   spec = build.model_spec(config)

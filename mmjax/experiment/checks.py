@@ -4,9 +4,12 @@ what is here is the rest: the top level's values, and each task's objectives, da
 resolutions against the model."""
 from __future__ import annotations
 
+from mmjax import objectives as objectives_lib
 from mmjax.config import task_checks
 from mmjax.config.value_checks import check_finite_floats
 from mmjax.errors import ConfigError, MmjaxError
+from mmjax.models.ffn.moe.config import MoeConfig
+from mmjax.models.trunks import TRUNKS
 
 NAN_POLICIES = ("halt", "skip")
 
@@ -101,3 +104,42 @@ def check_task(tname: str, task, settings, objectives, spec) -> None:
                                    spec.posemb)
   _check_vocab(tname, task.data, spec, pipeline)
   task_checks.check_token_drop(tname, settings.token_drop, objectives, set(pp.keys()))
+  check_attention(tname, objectives, spec)
+
+
+def _causal_routing_problem(ffn) -> str | None:
+  """Why this feed-forward layer would let a causal token's output depend on later tokens."""
+  if not isinstance(ffn, MoeConfig):
+    return None
+  if ffn.routing == "expert_choice":
+    return ("config.model.ffn.routing='expert_choice': each expert picks its tokens among the "
+            "whole group, so whether a token is processed depends on the tokens after it; use "
+            "routing='dropless' (or 'token_choice' with top_k=1)")
+  if ffn.routing == "token_choice" and ffn.top_k > 1:
+    return (f"config.model.ffn.routing='token_choice' with top_k={ffn.top_k}: every token's "
+            f"first choice takes capacity before any second choice (GShard), so whether a "
+            f"token's second choice is kept depends on the tokens after it; use "
+            f"routing='dropless' or top_k=1")
+  return None
+
+
+def check_attention(tname: str, objectives, spec) -> None:
+  """Objectives that attend causally (next_token) need a trunk and a feed-forward layer
+  under which no token sees the tokens after it, and a text modality to predict."""
+  for o in objectives:
+    causal = objectives_lib.causal_modalities(o)
+    if not causal:
+      continue
+    key = f"config.tasks.{tname}.objectives.{o.name}"
+    for m in causal:
+      kind = spec.modalities[m].kind
+      _need(kind == "text", f"{key}: predicts the next token of {m!r}, a {kind} modality; "
+            f"next-token prediction needs a text modality (discrete tokens)")
+    trunk = TRUNKS.type_name(spec.fusion)
+    for group in o.forward_passes():
+      problem = spec.fusion.causal_problem(spec.depth, tuple(m for m in causal if m in group),
+                                           tuple(group))
+      _need(problem is None, f"{key} attends causally over {list(causal)}, which "
+            f"config.model.fusion.type={trunk!r} cannot do soundly: {problem}")
+    problem = _causal_routing_problem(spec.ffn)
+    _need(problem is None, f"{key} attends causally over {list(causal)}, but {problem}")

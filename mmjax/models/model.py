@@ -91,7 +91,8 @@ class MultimodalModel(nnx.Module):
         for n, k in heads.class_heads.items()})
     # Keyed by head name: two objectives on one modality share a decoder only if they name
     # the same head (a masked objective's default head is its modality's name).
-    self.decoders = nnx.Dict({h: self._decoder(m, kw) for h, m in heads.decoders.items()})
+    self.decoders = nnx.Dict({h: self._decoder(m, kw) for h, m in heads.decoders.items()
+                              if h not in heads.tied})
 
   def _decoder(self, modality, kw):
     s = self.spec.modalities[modality]
@@ -101,12 +102,15 @@ class MultimodalModel(nnx.Module):
 
   def _tokens(self, x: ModelInputs, replace: Mapping[str, jax.Array]):
     """({modality: tokens [B,N,D]}, {modality: TokenInfo}) of the modalities in x, in the
-    model's order; a CLS token, where the model pools by CLS, comes first."""
+    model's order, except that causal modalities come after all the bidirectional ones
+    (those are then a prefix: a prefix-LM, whatever the order of model.modalities); a CLS
+    token, where the model pools by CLS, comes first."""
     tokens, infos = {}, {}
     cls = int(self.spec.pool == "cls")
-    for m, modality_id in self.spec.modality_ids.items():
-      if m not in x.inputs:
-        continue
+    ids = self.spec.modality_ids
+    order = sorted((m for m in ids if m in x.inputs), key=lambda m: m in x.causal)  # stable
+    for m in order:
+      modality_id = ids[m]
       tok = self.embedders[m](x.inputs[m], replace.get(m))
       b, n = tok.shape[:2]
       v = x.valid.get(m, jnp.ones((b, n - cls), bool))
@@ -173,7 +177,13 @@ class MultimodalModel(nnx.Module):
     return logits, enc.aux
 
   def decode(self, tokens_bnd: jax.Array, head: str) -> jax.Array:
-    """Per-token predictions of decoder head `head` (Heads.decoders names its modality)."""
+    """Per-token predictions of decoder head `head` (Heads.decoders names its modality).
+    A tied head (Heads.tied) multiplies by its text modality's embedding table, scaled by
+    width^-0.5 (T5's tied unembedding: the table's entries have std 1)."""
+    if head in self.spec.heads.tied:
+      table_vd = self.embedders[self.spec.heads.decoders[head]].embedding[...]
+      logits = jnp.einsum("bnd,vd->bnv", tokens_bnd, table_vd.astype(tokens_bnd.dtype))
+      return logits.astype(jnp.float32) * self.spec.width ** -0.5
     return self.decoders[head](tokens_bnd).astype(jnp.float32)
 
   def contrastive_scale(self, name: str):

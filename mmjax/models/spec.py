@@ -32,6 +32,9 @@ class Heads:
   # decoder head name -> the modality it predicts (a masked objective's head defaults to
   # its modality's name; two objectives share a decoder only if they name the same head)
   decoders: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  # decoder heads (of `decoders`, text only) that reuse their modality's embedding table
+  # as the unembedding: no parameters of their own
+  tied: tuple[str, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,8 +6,9 @@ inputs) -- `inputs` is the step's ModelInputs (mmjax.models.model_inputs) --
 where `aux` combines the auxiliary outputs of every forward pass it made. It also says
 which batch keys it reads (`batch_keys`), which heads it trains (`heads`) and which trunk
 passes it makes (`forward_passes`, for FLOP accounting) and which predict functions it
-offers evaluators (`predict_fns`: {name: fn}; mmjax/training/predict.py). To add one: a new
-file with the dataclass, and one line in OBJECTIVES.
+offers evaluators (`predict_fns`: {name: fn}; mmjax/training/predict.py); one whose passes
+attend causally names those modalities in `causal_modalities` (next_token). To add one: a
+new file with the dataclass, and one line in OBJECTIVES.
 """
 from __future__ import annotations
 
@@ -24,10 +25,17 @@ from mmjax.objectives.classification import Classification
 from mmjax.objectives.contrastive import Contrastive
 from mmjax.objectives.masked import Masked
 from mmjax.objectives.matching import Matching
+from mmjax.objectives.next_token import NextToken
 
 OBJECTIVES = Registry("objective", {
     "contrastive": Contrastive, "classification": Classification, "masked": Masked,
-    "matching": Matching})
+    "matching": Matching, "next_token": NextToken})
+
+
+def causal_modalities(objective) -> tuple[str, ...]:
+  """The modalities an objective's passes run causally: its `causal_modalities`, an
+  optional part of the protocol (absent: none, every pass bidirectional)."""
+  return tuple(getattr(objective, "causal_modalities", ()))
 
 
 def make_objective(name: str, cfg: Mapping, modality_kinds: Mapping[str, str],
@@ -59,17 +67,25 @@ def _merged(into: dict, new: Mapping, message: str) -> None:
 def heads_for(objectives) -> Heads:
   """Union of the heads the objectives need. Objectives that name the same head share it."""
   class_heads, decoders, projections, scales = {}, {}, (), ()
+  tied, untied = {}, set()
   for o in objectives:
     h = o.heads()
+    tied.update((head, o.name) for head in h.tied)
+    untied.update((head, o.name) for head in h.decoders if head not in h.tied)
     _merged(class_heads, h.class_heads, "classification head {head!r} is used with {old} and "
             "{new} classes; give one of the objectives its own `head` name")
     _merged(decoders, h.decoders, "decoder head {head!r} would predict both {old!r} and "
             "{new!r}; give one of the objectives its own `head` name")
     projections += h.projections
     scales += h.contrastive_scales
+  for head, name in sorted(untied):
+    if head in tied:
+      raise ConfigError(f"decoder head {head!r} is tied to the embedding table for objective "
+                        f"{tied[head]!r} but has its own weights for {name!r}; give one of "
+                        f"the objectives its own `head` name")
   unique = lambda t: tuple(dict.fromkeys(t))
   return Heads(class_heads=class_heads, projections=unique(projections),
-               contrastive_scales=unique(scales), decoders=decoders)
+               contrastive_scales=unique(scales), decoders=decoders, tied=tuple(sorted(tied)))
 
 
 def input_modalities(objectives) -> tuple[str, ...]:

@@ -15,7 +15,9 @@ example, forward:
 The trunk runs, at each layer, one or more attention sequences (the trunk config's
 `layer_sequences`): early fusion one of all L tokens; bottleneck fusion one per modality
 stream, of N_i tokens plus the n_b bottleneck tokens from `fusion_layer` on; late fusion one
-per modality of N_i tokens. For each sequence of S tokens, per layer:
+per modality of N_i tokens; late_decoder one of all L tokens (the decoder) plus one per
+encoder modality (its encoder), and each encoder's final norm and connector (the trunk
+config's `extra_flops`). For each sequence of S tokens, per layer:
 
   projections            S * 2 * 4 * d^2      q, k, v and output
   feed-forward           S * ffn(layer)       the ffn config's `flops_per_token`: dense
@@ -30,6 +32,16 @@ and the heads of the objective:
                          example for the B x B logits (per microbatch of B rows)
   classification         2 * d * classes per example
   masked decoder         2 * N * d * out per example (every token is decoded)
+  next-token decoder     2 * N * d * vocab per example (every text token is decoded, the
+                         last one too; a tied unembedding costs the same)
+
+Causal and prefix-LM attention are counted as full attention, S^2 per sequence: that is
+what runs. The mask is data (TokenInfo) and jax.nn.dot_product_attention computes every
+query-key score and then masks, so the masked half is computed work, as text padding is.
+MaxText counts half of causal attention (since its PR #1988) because its flash/splash
+kernels skip the masked blocks; a kernel here that skipped them would have to halve the
+causal part of the count too. Counting what runs also keeps the count comparable with
+XLA's count of the compiled step (tests/test_accounting.py checks causal trunks as well).
 
 Training costs 3x the forward pass (the backward computes input and weight gradients),
 except the patch embedding: its input is data, so its backward is the weight gradient
@@ -78,7 +90,7 @@ def trunk_pass_flops(spec, tokens: Mapping[str, int]) -> tuple[float, float]:
     for n in lengths:
       blocks += n * (2.0 * 4 * d * d + 20.0 * d + ffn)
       blocks += attention_flops(n, d, spec.num_heads)
-  return embed, blocks + sum(tokens.values()) * 8.0 * d
+  return embed, blocks + sum(tokens.values()) * 8.0 * d + spec.fusion.extra_flops(tokens, d)
 
 
 def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:

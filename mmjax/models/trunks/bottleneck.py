@@ -54,6 +54,22 @@ class BottleneckFusionConfig:
     return [[n + (nb if i >= self.fusion_layer else 0) for n in lengths.values()]
             for i in range(depth)]
 
+  def extra_flops(self, lengths: Mapping[str, int], width: int) -> float:
+    del lengths, width
+    return 0.0
+
+  def causal_problem(self, depth: int, causal, modalities) -> str | None:
+    """Refused where it would matter, rather than made sound: a stream's bottleneck tokens
+    come after its own tokens, so a causal token never attends to them (nothing leaks, but
+    nothing fuses: the text would never see the other modalities)."""
+    del depth
+    others = [m for m in modalities if m not in causal]
+    if others:
+      return (f"a causal token never attends to the bottleneck tokens after its stream, so "
+              f"{list(causal)} would never see {others}; use model.fusion.type='early' "
+              f"(a prefix-LM) or 'late_decoder'")
+    return None
+
   def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
             remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
     return ModalityStreams(depth, width, make_block, modalities=modalities,
@@ -72,6 +88,21 @@ class LateFusionConfig:
 
   def layer_sequences(self, lengths: Mapping[str, int], depth: int) -> list[list[int]]:
     return [list(lengths.values()) for _ in range(depth)]
+
+  def extra_flops(self, lengths: Mapping[str, int], width: int) -> float:
+    del lengths, width
+    return 0.0
+
+  def causal_problem(self, depth: int, causal, modalities) -> str | None:
+    """Sound, but towers that meet only at the heads never show a causal modality the
+    others: refused when the pass fuses others with it (a caption beside its image)."""
+    del depth
+    others = [m for m in modalities if m not in causal]
+    if others:
+      return (f"late fusion meets only at the heads, so {list(causal)} would never see "
+              f"{others}; use model.fusion.type='late_decoder' (encoders feeding a causal "
+              f"decoder, NMM's late fusion) or 'early'")
+    return None
 
   def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
             remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:

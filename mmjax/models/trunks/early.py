@@ -26,6 +26,16 @@ class EarlyFusionConfig:
     """One sequence of all the pass's tokens at every layer."""
     return [[sum(lengths.values())] for _ in range(depth)]
 
+  def extra_flops(self, lengths: Mapping[str, int], width: int) -> float:
+    del lengths, width  # nothing beyond the blocks and the final norm
+    return 0.0
+
+  def causal_problem(self, depth: int, causal, modalities) -> str | None:
+    """Sound for any causal modalities: the model puts them after the bidirectional ones
+    (MultimodalModel._tokens), so those are a prefix (a prefix-LM)."""
+    del depth, causal, modalities
+    return None
+
   def build(self, *, depth: int, width: int, make_block: Callable[[int], nnx.Module],
             remat: str, modalities, param_dtype, dtype, rngs: nnx.Rngs) -> nnx.Module:
     del modalities  # one shared stack whatever the modalities
