@@ -14,10 +14,9 @@ from mmjax.training import step as step_lib
 from mmjax.data import pipeline
 from mmjax.models import logical_axes as axes
 from mmjax.config.recipe import ConfigError
-from tests.conftest import TINY
+from tests.conftest import TINY, needs_eight_devices
 
-pytestmark = pytest.mark.skipif(jax.device_count() < 8,
-                                reason="run with 8 fake CPU devices (tests/run.sh)")
+pytestmark = needs_eight_devices
 
 
 def compile_only(world_dir, tmp_path, *overrides):
