@@ -1,4 +1,8 @@
-"""Shared fixtures: one mm_world/tiny build per session and a runner for the real CLIs."""
+"""Shared fixtures: one mm_world/tiny build per session and a runner for the real CLIs.
+
+Pytest imports this file before any test module, so the XLA flags below are set before
+anything can import jax: plain `pytest` runs on the same 8 fake CPU devices as tests/run.sh.
+Keep jax imports out of this file's top level."""
 from __future__ import annotations
 
 import os
@@ -7,6 +11,19 @@ import sys
 import time
 
 import pytest
+
+# The same flags as tests/run.sh; a flag already in XLA_FLAGS is left as it is.
+TEST_XLA_FLAGS = {"--xla_force_host_platform_device_count": "8",
+                  "--xla_backend_optimization_level": "0"}
+TEST_DEVICES = 8
+
+
+def with_test_xla_flags(flags: str) -> str:
+  missing = [f"{k}={v}" for k, v in TEST_XLA_FLAGS.items() if k not in flags]
+  return " ".join([flags.strip(), *missing]).strip()
+
+
+os.environ["XLA_FLAGS"] = with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "mm_world.py") + ":tiny"
@@ -27,6 +44,20 @@ def pytest_collection_modifyitems(session, config, items):
   slow_files = {item.fspath for item in items if item.get_closest_marker("slow")}
   items.sort(key=lambda item: ("slurm" not in item.fspath.basename,
                                item.fspath not in slow_files))  # stable sort
+
+
+@pytest.fixture(scope="session")
+def eight_devices():
+  """For the mesh tests: fails (never skips) when the fake device count did not take."""
+  import jax
+  if jax.device_count() != TEST_DEVICES:
+    pytest.fail(f"the mesh tests need {TEST_DEVICES} fake CPU devices, and jax sees "
+                f"{jax.device_count()} (XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}); "
+                f"run the suite with tests/run.sh, or without a device count of your own in "
+                f"XLA_FLAGS", pytrace=False)
+
+
+needs_eight_devices = pytest.mark.usefixtures("eight_devices")
 
 
 @pytest.fixture(scope="session")

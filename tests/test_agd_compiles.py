@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
 import ml_collections
@@ -63,12 +64,30 @@ def iterators_for(config, shapes_change_at: int | None = None) -> dict:
   return out
 
 
+class StallingIterator(InMemoryIterator):
+  """Sleeps `seconds` before handing out batch number `at`: one slow read of the input."""
+
+  def __init__(self, batches, at: int, seconds: float):
+    super().__init__(batches)
+    self.at, self.seconds = at, seconds
+
+  def __next__(self):
+    if self.position == self.at:
+      time.sleep(self.seconds)
+    return super().__next__()
+
+
 # A whole trainer run (two tasks, 24 steps): end to end, so in the slow tier.
 @pytest.mark.slow
 def test_two_task_run_compiles_each_step_once_and_logs_every_task(tmp_path):
   config = two_task_config(total_steps=24)
+  iterators = iterators_for(config)
+  # One input stall of 3 s, at the 9th batch of the first task: after the first log window
+  # (whose compile time is left out of the wait) and long beside a tiny step.
+  first = next(iter(config.tasks))
+  iterators[first] = StallingIterator(iterators[first].batches, at=8, seconds=3.0)
   with StepCompiles() as compiles:
-    trainer.train(experiment.parse(config), str(tmp_path), iterators=iterators_for(config))
+    trainer.train(experiment.parse(config), str(tmp_path), iterators=iterators)
   assert len(compiles.names) == 2, compiles.names  # one per (task, shape), over 24 steps
   schedule = experiment.parse(config).schedule
   taken = {t: sum(schedule.task_at(s) == t for s in range(24)) for t in config.tasks}
@@ -87,6 +106,9 @@ def test_two_task_run_compiles_each_step_once_and_logs_every_task(tmp_path):
     for t in config.tasks:
       assert r[f"train/{t}/steps"] == sum(schedule.task_at(s) == t for s in range(r["step"]))
     assert 0.0 <= r["perf/device_wait_fraction"] <= 1.0
+  # The device sat idle through the stall, in whichever window it fell: most of that
+  # window's time (its five steps take a fraction of a second even on a loaded machine).
+  assert max(r["perf/device_wait_fraction"] for r in logs) > 0.5, logs
   for r in logs:  # each window: the tasks it ran, with shares adding up to 1
     ran = {t for t in config.tasks if f"train/{t}/loss" in r}
     assert ran == {t for t in config.tasks if f"perf/{t}/time_share" in r}

@@ -13,10 +13,9 @@ from mmjax.training import step as train_step
 from mmjax.data import pipeline
 from mmjax.models import logical_axes as axes
 from mmjax.training.step import abstract_train_state, with_shardings
-from tests.conftest import TINY
+from tests.conftest import TINY, needs_eight_devices
 
-pytestmark = pytest.mark.skipif(jax.device_count() < 8,
-                                reason="run with 8 fake CPU devices (tests/run.sh)")
+pytestmark = needs_eight_devices
 STEPS = 20
 
 

@@ -1,6 +1,5 @@
 """Ahead-of-time: compile for a mesh without running, and see what the memory levers do."""
 import threading
-import time
 
 import jax
 import pytest
@@ -14,10 +13,9 @@ from mmjax.training import step as step_lib
 from mmjax.data import pipeline
 from mmjax.models import logical_axes as axes
 from mmjax.config.recipe import ConfigError
-from tests.conftest import TINY
+from tests.conftest import TINY, needs_eight_devices, wait_for
 
-pytestmark = pytest.mark.skipif(jax.device_count() < 8,
-                                reason="run with 8 fake CPU devices (tests/run.sh)")
+pytestmark = needs_eight_devices
 
 
 def compile_only(world_dir, tmp_path, *overrides):
@@ -92,11 +90,10 @@ def test_compile_only_of_an_moe_recipe_splits_experts_and_closes_its_input(
   assert expert_bytes > 0
   # Each device holds a quarter of the experts and all the rest (no fsdp).
   assert r["params_bytes"] <= sum(sizes) - 0.75 * expert_bytes + 1024
-  for _ in range(50):  # the input pipeline's read-ahead threads stop once it is closed
-    if not grain_threads():
-      break
-    time.sleep(0.1)
-  assert not grain_threads()
+  # The input pipeline's read-ahead threads stop once it is closed, each after the read it
+  # is in. A generous deadline, for a loaded machine: the wait ends as soon as they are gone.
+  wait_for(lambda: not grain_threads(), 60, "grain's read-ahead threads to stop after close",
+           lambda: f"still running: {grain_threads()}")
 
 
 def test_an_expert_count_the_expert_axis_does_not_divide_fails_before_compiling(

@@ -59,12 +59,31 @@ def test_unknown_variant_and_missing_file():
     experiment.load("configs/nope.py:tiny")
 
 
+def json_values(x):
+  """`x` as JSON gives it back: tuples become lists."""
+  if isinstance(x, dict):
+    return {k: json_values(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [json_values(v) for v in x]
+  return x
+
+
 def test_config_json_round_trip():
-  c = load()
+  # Values other than the recipe's, so a round trip that fell back to defaults would show.
+  c = load("model.depth=3", "optim.learning_rate=1e-2", "model.modalities.image.shape=(16,16,3)",
+           "checkpoint.every_steps=5")
   back = config_lib.from_json(config_lib.to_json(c))
-  experiment.validate(back)
-  assert back.model.to_dict() == config_lib.from_json(config_lib.to_json(c)).model.to_dict()
-  assert back.model.width == c.model.width
+  assert back.to_dict() == json_values(c.to_dict())  # every key and value of the original
+  parsed, parsed_back = experiment.validate(c), experiment.validate(back)
+  for section in ("trainer", "optim", "checkpoint", "mesh", "model", "evals"):
+    assert getattr(parsed_back, section) == getattr(parsed, section), section
+  assert parsed_back.tasks.keys() == parsed.tasks.keys()
+  for name, task in parsed.tasks.items():
+    assert parsed_back.tasks[name].settings == task.settings
+    assert parsed_back.tasks[name].objectives == task.objectives
+    assert parsed_back.tasks[name].data.to_dict() == json_values(task.data.to_dict())
+  assert back.model.depth == 3 and back.optim.learning_rate == 1e-2
+  assert back.checkpoint.every_steps == 5 and list(back.model.modalities.image.shape) == [16, 16, 3]
 
 
 def test_an_objective_whose_modality_the_data_does_not_make_is_refused():

@@ -7,6 +7,7 @@ from jax.sharding import PartitionSpec as P
 
 from mmjax.runtime import sharding
 from mmjax.models import logical_axes as axes
+from tests.conftest import needs_eight_devices
 from tests.test_models import small_model
 
 
@@ -35,7 +36,7 @@ def test_rules_use_each_mesh_axis_once():
     sharding.spec_for(("nope",))
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="run with 8 fake CPU devices (tests/run.sh)")
+@needs_eight_devices
 def test_state_is_created_sharded_over_fsdp_and_tensor():
   mesh = sharding.make_mesh({"fsdp": 4, "tensor": 2})
   model = small_model()
@@ -51,7 +52,7 @@ def test_state_is_created_sharded_over_fsdp_and_tensor():
   np.testing.assert_array_equal(np.asarray(wi), np.asarray(ref["trunk"]["blocks"][0]["mlp"]["wi"][...]))
 
 
-@pytest.mark.skipif(jax.device_count() < 8, reason="run with 8 fake CPU devices (tests/run.sh)")
+@needs_eight_devices
 def test_global_batch_splits_rows_over_data_parallel_axes():
   mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
   x = np.arange(8 * 3, dtype=np.float32).reshape(8, 3)

@@ -111,8 +111,17 @@ def test_evaluate_cli_prints_one_json_object_and_writes_eval_dir(trained, world_
   # and the shuffled control too).
   assert result["default/retrieval/num_examples"] == 256
   assert result["default/classification/num_examples"] == 256
-  for k in ("text_to_image/r@1", "text_to_image/r@5", "image_to_text/r@1", "chance@1"):
-    assert 0.0 <= result[f"default/retrieval/{k}"] <= 1.0
+  # The evaluation the trainer ran at step 12, on the same parameters restored: the same
+  # numbers (a restore or an evaluator that drifted from the trainer's would show here).
+  in_training = [r for r in read_metrics(workdir)
+                 if r["step"] == 12 and "default/retrieval/text_to_image/r@1" in r][-1]
+  evaluated = {k: v for k, v in result.items() if k != "step" and not k.startswith("restore/")}
+  assert evaluated and evaluated.keys() <= in_training.keys()
+  for k, v in evaluated.items():
+    assert v == pytest.approx(in_training[k], rel=1e-5, abs=1e-6), k
+  for direction in ("text_to_image", "image_to_text"):
+    r1, r5 = (result[f"default/retrieval/{direction}/r@{k}"] for k in (1, 5))
+    assert r5 >= r1 and r5 > 0, (direction, r1, r5)
   assert json.load(open(os.path.join(workdir, "eval", "step_12.json"))) == result
   older = json.loads(run_cli("mmjax.evaluate", ["--workdir", str(workdir), "--step", "6",
                                                 f"--config.tasks.default.data.data_dir={world_dir}"]

@@ -153,7 +153,11 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_p
   proc = run_cli("mmjax.train", args, check=False)
   expect = {"variant": "unknown variant 'huge'", "file": "is a file, not a directory",
             "dataset": "unknown dataset 'mm_world/nope'", "inf": "learning_rate=inf: must be "
-            "a finite number", "mesh": "mesh", "batch": "batch_size=12 is not divisible",
+            "a finite number",
+            # 8: the fake CPU devices of the test run (tests/conftest.py).
+            "mesh": "error: config.mesh (per slice) {'data': 3, 'fsdp': 1, 'tensor': 1, "
+                    "'expert': 1}: product 3 != 8 devices",
+            "batch": "batch_size=12 is not divisible",
             "nan": "no checkpoint exists yet"}[case]
   assert proc.returncode in (1, 2) and expect in proc.stderr, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr

@@ -18,6 +18,7 @@ import dataclasses
 import queue
 import threading
 import time
+from typing import Callable
 
 import jax
 
@@ -27,13 +28,16 @@ class WindowTimes:
   """The steps handed out by one `StepTimes.take`."""
   seconds: dict[str, float]  # task -> its steps' time
   steps: dict[str, int]      # task -> steps
-  end: float | None          # perf_counter when the last one ended (None: no steps)
+  end: float | None          # the clock when the last one ended (None: no steps)
   waited_s: float            # time no step was in flight: the device waited for the host
 
 
 class StepTimes:
+  """clock: seconds, read on the loop's thread at dispatch and on this object's thread at
+  each step's end (tests pass a scripted one)."""
 
-  def __init__(self):
+  def __init__(self, clock: Callable[[], float] = time.perf_counter):
+    self._clock = clock
     self._queue: queue.Queue = queue.Queue()
     self._stamped = threading.Condition()
     # (task, seconds, end, waited) of each stamped step not taken yet
@@ -47,7 +51,7 @@ class StepTimes:
 
   def dispatched(self) -> float:
     """Call just before dispatching a step; pass the value to `add`."""
-    return time.perf_counter()
+    return self._clock()
 
   def add(self, task: str, dispatched_at: float, outputs) -> None:
     """The step just dispatched (its outputs: any arrays it returns)."""
@@ -64,7 +68,7 @@ class StepTimes:
         jax.block_until_ready(outputs)
       except Exception:  # the loop sees and reports a failed step itself
         pass
-      end = time.perf_counter()
+      end = self._clock()
       with self._stamped:
         # Before the first step there is no previous end to have waited from.
         waited = max(0.0, dispatched_at - self._last_end) if self._count else 0.0
