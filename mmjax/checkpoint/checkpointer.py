@@ -16,15 +16,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax.checkpoint import checksums as checkpoint_verify
-from mmjax.errors import MmjaxError
-
-
-class CheckpointError(MmjaxError, RuntimeError):
-  """A checkpoint cannot be used as asked; the message says why and what to do."""
-
-
-class CheckpointDamagedError(CheckpointError):
-  """A step's files do not verify or do not restore; the message names the step and why."""
+from mmjax.checkpoint import verified_restore
+# Re-exported: callers import the errors from here.
+from mmjax.checkpoint.errors import CheckpointDamagedError, CheckpointError  # noqa: F401
+from mmjax.checkpoint.tree_paths import path_name
 
 
 class Checkpointer:
@@ -116,7 +111,6 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores onto the shardings carried by `abstract_state` (any mesh, any process count),
     after verifying the step's checksums; a damaged step raises CheckpointDamagedError."""
-    from mmjax.checkpoint import verified_restore
     return verified_restore.restore_verified(self, step, abstract_state)
 
   def restore_unverified(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
@@ -140,7 +134,6 @@ class Checkpointer:
   def restore_latest_good(self, abstract_state: Any) -> tuple[int | None, Any, dict]:
     """(step, state, data) of the newest step that verifies; damaged newer steps are moved
     aside (never deleted) with a warning naming them. (None, None, {}) if there is none."""
-    from mmjax.checkpoint import verified_restore
     return verified_restore.restore_latest_good(self, abstract_state)
 
   def restore_for_reading(self, step: int | None, abstract_state: Any, *,
@@ -148,7 +141,6 @@ class Checkpointer:
     """For readers of a live workdir: `step` (default: the newest), retrying with the newest
     step when the trainer deletes the chosen one (keep-N) while it is being read.
     params_only: restore just `abstract_state.params` (returned in place of the state)."""
-    from mmjax.checkpoint import verified_restore
     return verified_restore.restore_for_reading(self, step, abstract_state,
                                                 params_only=params_only)
 
@@ -159,16 +151,6 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._seal_committed()
     self._manager.close()
-
-
-def path_name(path) -> str:
-  """'params/trunk/blocks/0/mlp/wi' for a pytree path, however the tree spells its keys."""
-  parts = []
-  for k in path:
-    part = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
-    if part != "value":  # nnx Variables nest their array under .value
-      parts.append(str(part))
-  return "/".join(parts)
 
 
 def check_compatible(saved: dict[str, tuple], abstract_state: Any, directory: str,

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from mmjax.checkpoint import checksums as checkpoint_verify
 from mmjax.runtime import distributed
-from mmjax.checkpoint.checkpointer import CheckpointDamagedError, CheckpointError, path_name
+from mmjax.checkpoint.errors import CheckpointDamagedError, CheckpointError
+from mmjax.checkpoint.tree_paths import path_name
 
 log = logging.getLogger("mmjax.checkpoint.checkpointer")
 
