@@ -7,6 +7,7 @@ needs no storage.
 """
 from __future__ import annotations
 
+import collections
 import glob
 import os
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax.checkpoint import checksums as checkpoint_verify
+from mmjax.checkpoint import faults
 from mmjax.checkpoint import verified_restore
 # Re-exported: callers import the errors from here.
 from mmjax.checkpoint.errors import CheckpointDamagedError, CheckpointError  # noqa: F401
@@ -30,7 +32,10 @@ class Checkpointer:
                read_only: bool = False):
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
-    self._saving_step: int | None = None
+    # Process 0's async saves whose post-finalization callback has not run yet, oldest
+    # first: Orbax finalises one save at a time, in order, and the callback of step N may
+    # run after save(N+1) was called, so it seals the oldest of these, not the newest.
+    self._finalizing: collections.deque[int] = collections.deque()
     self._unsealed: list[int] = []  # steps whose checksums this process still owes
     async_save = async_save and not read_only
     self._async = async_save
@@ -60,9 +65,15 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_state: dict) -> None:
     """Starts a save (async by default). Errors of an earlier background save surface here."""
     self._seal_committed()
-    self._saving_step = step
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+    if self._async and jax.process_index() == 0:
+      self._finalizing.append(step)
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+    except BaseException:
+      if self._finalizing and self._finalizing[-1] == step:
+        self._finalizing.pop()  # never started: no callback will come for it
+      raise
     if jax.process_index() > 0 or not self._async:
       self._unsealed.append(step)
       if not self._async:
@@ -74,8 +85,12 @@ class Checkpointer:
     self._seal_committed()
 
   def _seal_before_commit(self) -> None:
-    """Orbax's post-finalization callback (process 0, background thread, before the rename)."""
-    step = self._saving_step
+    """Orbax's post-finalization callback (every process, background thread, before the
+    rename); process 0 seals the step this callback belongs to, the oldest unfinalised one."""
+    if jax.process_index() > 0 or not self._finalizing:
+      return  # other processes add their checksums after the commit (_seal_committed)
+    step = self._finalizing.popleft()
+    faults.hit("seal_before_commit", step=step, directory=self.directory)
     tmp = [p for p in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*"))
            if os.path.isdir(p)]
     if len(tmp) == 1:
