@@ -21,6 +21,9 @@ flags.DEFINE_integer("process_id", None, "with --coordinator_address: this proce
 flags.DEFINE_integer("distributed_timeout_s", 300, "how long to wait for all processes to join")
 flags.DEFINE_integer("print_schedule", None, "print the tasks of the first N steps and each "
                      "task's count, and exit (builds no data, compiles nothing; no --workdir)")
+flags.DEFINE_bool("restart_from_scratch", False, "when every checkpoint of the workdir is "
+                  "damaged, move them all to checkpoints_damaged/ and train from step 0 "
+                  "(without it, such a run stops and names the damaged steps)")
 FLAGS = flags.FLAGS
 
 
@@ -65,7 +68,8 @@ def main(argv: list[str]) -> int:
   try:
     distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
                            FLAGS.distributed_timeout_s)
-    result = trainer.train(exp, FLAGS.workdir, compile_only=FLAGS.compile_only)
+    result = trainer.train(exp, FLAGS.workdir, compile_only=FLAGS.compile_only,
+                           restart_from_scratch=FLAGS.restart_from_scratch)
   except MmjaxError as e:
     cli.fail(str(e), code=1)
   except Exception as e:  # noqa: BLE001

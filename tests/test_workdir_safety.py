@@ -164,3 +164,20 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_p
 
 
 TINY_HUGE = os.path.join(ROOT, "configs", "mm_world.py") + ":huge"
+
+
+def test_all_steps_damaged_stops_the_run_instead_of_restarting_it(finished, world_dir, tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(finished, workdir)
+  for step in committed_steps(workdir):
+    victim = largest_file(workdir / "checkpoints" / str(step) / "state")
+    with open(victim, "r+b") as f:
+      f.seek(os.path.getsize(victim) // 2)
+      f.write(b"\xa5" * 8)
+  proc = run_cli("mmjax.train", tiny_args(workdir, world_dir), check=False)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert f"every checkpoint under {workdir}/checkpoints is damaged" in proc.stderr
+  assert "checkpoint step 12 in" in proc.stderr and "checkpoint step 6 in" in proc.stderr
+  assert "--restart_from_scratch" in proc.stderr and "Traceback" not in proc.stderr
+  assert committed_steps(workdir) == [6, 12] and not os.path.exists(workdir / "lock")
+  assert not os.path.exists(workdir / "checkpoints_damaged")

@@ -29,9 +29,12 @@ class Checkpointer:
   a reader never removes, creates or renames anything, so it is safe next to a live trainer."""
 
   def __init__(self, directory: str, *, keep: int | None = None, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, restart_from_scratch: bool = False):
+    """restart_from_scratch: when every step is damaged, restore_latest_good moves them all
+    aside and starts over, instead of raising CheckpointDamagedError naming each."""
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
+    self.restart_from_scratch = restart_from_scratch
     # Process 0's async saves whose post-finalization callback has not run yet, oldest
     # first: Orbax finalises one save at a time, in order, and the callback of step N may
     # run after save(N+1) was called, so it seals the oldest of these, not the newest.
@@ -148,8 +151,11 @@ class Checkpointer:
     return restored["params"]
   def restore_latest_good(self, abstract_state: Any) -> tuple[int | None, Any, dict]:
     """(step, state, data) of the newest step that verifies; damaged newer steps are moved
-    aside (never deleted) with a warning naming them. (None, None, {}) if there is none."""
-    return verified_restore.restore_latest_good(self, abstract_state)
+    aside (never deleted) with a warning naming them. (None, None, {}) if there is no step.
+    If every step is damaged: CheckpointDamagedError naming each, nothing moved; with
+    restart_from_scratch, all are moved aside and (None, None, {}) is returned."""
+    return verified_restore.restore_latest_good(
+        self, abstract_state, restart_from_scratch=self.restart_from_scratch)
 
   def restore_for_reading(self, step: int | None, abstract_state: Any, *,
                           params_only: bool = False) -> tuple[int, Any, dict]:

@@ -83,16 +83,45 @@ def _move_aside(ckpt, step: int) -> str:
   return dest
 
 
-def restore_latest_good(ckpt, abstract_state: Any) -> tuple[int | None, Any, dict]:
+def restore_latest_good(ckpt, abstract_state: Any, *, restart_from_scratch: bool = False
+                        ) -> tuple[int | None, Any, dict]:
+  """The newest step that verifies; damaged newer ones are moved aside once a good one is
+  found. When every step is damaged nothing is moved and CheckpointDamagedError names each
+  one, unless restart_from_scratch: then they are all moved aside and (None, None, {})."""
+  damaged: list[tuple[int, str]] = []
   for step in sorted(ckpt.all_steps(), reverse=True):
     try:
       state, data = restore_verified(ckpt, step, abstract_state)
-      return step, state, data
     except CheckpointDamagedError as e:
-      dest = _move_aside(ckpt, step)
-      log.warning("%s. Moved it to %s (nothing was deleted); falling back to the newest step "
-                  "before it.", e, dest)
+      damaged.append((step, str(e)))
+      continue
+    _move_all_aside(ckpt, damaged, "falling back to the newest step before it")
+    return step, state, data
+  if damaged and not restart_from_scratch:
+    raise CheckpointDamagedError(all_damaged_message(ckpt.directory, damaged))
+  _move_all_aside(ckpt, damaged, "starting over from step 0 (--restart_from_scratch)")
   return None, None, {}
+
+
+def _move_all_aside(ckpt, damaged: list[tuple[int, str]], then: str) -> None:
+  for step, message in damaged:
+    dest = _move_aside(ckpt, step)
+    log.warning("%s. Moved it to %s (nothing was deleted); %s.", message, dest, then)
+
+
+def all_damaged_message(directory: str, damaged: list[tuple[int, str]]) -> str:
+  """Why a run with only damaged checkpoints does not start: each step, and what to do."""
+  lines = [f"every checkpoint under {directory} is damaged, so this run cannot resume "
+           f"(steps {', '.join(str(s) for s, _ in damaged)}); training did not start, and "
+           "nothing was moved or deleted:"]
+  lines += [f"  {message}" for _, message in damaged]
+  lines.append("To keep the run's progress, restore a good copy of a step into "
+               f"{directory}/ by hand (from a backup, or from "
+               f"{os.path.join(os.path.dirname(directory), DAMAGED_DIR)}/ if an earlier run moved "
+               "one there) and rerun the same command. To start over from step 0 instead, rerun "
+               f"with --restart_from_scratch (the damaged steps are then moved to {DAMAGED_DIR}/, "
+               "never deleted).")
+  return "\n".join(lines)
 
 
 def restore_for_reading(ckpt, step: int | None, abstract_state: Any, *,

@@ -218,7 +218,7 @@ class Training:
 
 
 def train(exp: Experiment, workdir: str, *, compile_only: bool = False,
-          iterators: dict | None = None) -> dict:
+          iterators: dict | None = None, restart_from_scratch: bool = False) -> dict:
   """Trains (or resumes) into `workdir`; returns the last logged and eval metrics.
 
   iterators: optional {task: iterator of host-local numpy batches} to train on instead of
@@ -232,7 +232,8 @@ def train(exp: Experiment, workdir: str, *, compile_only: bool = False,
   # Nothing is written into the workdir before this point, so a bad config leaves none.
   lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
   ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=exp.checkpoint.keep,
-                      async_save=exp.checkpoint.async_save)
+                      async_save=exp.checkpoint.async_save,
+                      restart_from_scratch=restart_from_scratch)
   training = None
   try:
     training = Training(run, workdir, ckpt)
