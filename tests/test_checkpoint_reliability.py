@@ -98,3 +98,72 @@ def test_restart_from_scratch_moves_every_damaged_step_aside(two_damaged_steps):
   moved = sorted(n.split("-")[0] for n in os.listdir(two_damaged_steps.parent /
                                                       "checkpoints_damaged"))
   assert moved == ["2", "4"]
+
+
+@pytest.fixture
+def three_steps(tmp_path):
+  directory = tmp_path / "checkpoints"
+  ckpt = Checkpointer(str(directory), async_save=False)
+  for step in (1, 2, 3):
+    ckpt.save(step, tiny_state(step), {"default": {"i": step}})
+  ckpt.close()
+  return directory
+
+
+def delete_files_only(step_dir) -> None:
+  """What Orbax's deletion of a step leaves for a while: folders without (all) their files."""
+  for root, _, names in os.walk(step_dir):
+    for n in names:
+      os.unlink(os.path.join(root, n))
+
+
+def test_a_step_deleted_under_a_reader_is_not_damage_and_the_newest_is_read(three_steps,
+                                                                              caplog):
+  import shutil
+  hidden = three_steps.parent / "3-not-yet-committed"
+  os.rename(three_steps / "3", hidden)
+  reader = Checkpointer(str(three_steps), read_only=True)
+
+  def trainer_commits_3_and_deletes_2(step, directory):
+    if step == 2:  # the reader chose 2; meanwhile 3 is committed and 2 is being deleted
+      os.rename(hidden, three_steps / "3")
+      delete_files_only(three_steps / "2")
+
+  finish_deletion = lambda step, directory: shutil.rmtree(three_steps / str(step))
+  try:
+    with faults.injected("before_restore", trainer_commits_3_and_deletes_2), \
+         faults.injected("reader_waits_for_deletion", finish_deletion):
+      step, state, data = reader.restore_for_reading(None, abstract_of(tiny_state()))
+  finally:
+    reader.close()
+  assert step == 3 and data == {"default": {"i": 3}}
+  np.testing.assert_array_equal(state["params"]["w"], np.full((4, 4), 3.0))
+  assert "damaged" not in caplog.text and "deleted by the trainer" in caplog.text
+  assert not os.path.exists(three_steps.parent / "checkpoints_damaged")
+
+
+def test_a_damaged_step_next_to_newer_ones_is_still_reported_damaged(three_steps,
+                                                                     monkeypatch):
+  from mmjax.checkpoint import live_reads
+  from mmjax.checkpoint.errors import CheckpointDamagedError
+  monkeypatch.setattr(live_reads, "DELETION_STALL_S", 0.2)
+  flip_bytes(three_steps / "2")
+  reader = Checkpointer(str(three_steps), read_only=True)
+  try:
+    with pytest.raises(CheckpointDamagedError, match="step 2 .* is damaged.*checksum"):
+      reader.restore_for_reading(2, abstract_of(tiny_state()))
+  finally:
+    reader.close()
+  assert sorted(os.listdir(three_steps)) == ["1", "2", "3"]  # a reader moves nothing
+
+
+def test_a_reader_lists_again_when_a_deletion_races_the_managers_start(three_steps):
+  def deletion_races_the_listing(attempt, directory):
+    if attempt == 0:
+      raise FileNotFoundError(f"{directory}/1")  # as Orbax's _load_checkpoint_infos does
+  with faults.injected("open_manager", deletion_races_the_listing):
+    reader = Checkpointer(str(three_steps), read_only=True)
+  try:
+    assert reader.all_steps() == [1, 2, 3]
+  finally:
+    reader.close()

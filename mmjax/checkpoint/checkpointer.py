@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import glob
+import logging
 import os
 from typing import Any
 
@@ -18,10 +19,13 @@ import orbax.checkpoint as ocp
 
 from mmjax.checkpoint import checksums as checkpoint_verify
 from mmjax.checkpoint import faults
+from mmjax.checkpoint import live_reads
 from mmjax.checkpoint import verified_restore
 # Re-exported: callers import the errors from here.
 from mmjax.checkpoint.errors import CheckpointDamagedError, CheckpointError  # noqa: F401
 from mmjax.checkpoint.tree_paths import path_name
+
+log = logging.getLogger(__name__)
 
 
 class Checkpointer:
@@ -54,10 +58,24 @@ class Checkpointer:
         # they never block later saves or restores. Readers must not: it may be live.
         cleanup_tmp_directories=not read_only)
     # Handlers named up front so metadata (shapes) can be read before any restore.
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": ocp.JsonCheckpointHandler()})
+    self._manager = self._open_manager(options)
+
+  def _open_manager(self, options) -> ocp.CheckpointManager:
+    # A reader's CheckpointManager lists the steps as it starts; a step the live trainer
+    # deletes (keep-N) during that listing raises FileNotFoundError: list again.
+    for attempt in range(1 if not self.read_only else live_reads.OPEN_ATTEMPTS):
+      try:
+        faults.hit("open_manager", attempt=attempt, directory=self.directory)
+        return ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": ocp.JsonCheckpointHandler()})
+      except FileNotFoundError:
+        if not self.read_only or attempt == live_reads.OPEN_ATTEMPTS - 1:
+          raise
+        log.info("a step of %s was deleted while listing the steps; listing again",
+                 self.directory)
+    raise AssertionError("unreachable")
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -162,8 +180,7 @@ class Checkpointer:
     """For readers of a live workdir: `step` (default: the newest), retrying with the newest
     step when the trainer deletes the chosen one (keep-N) while it is being read.
     params_only: restore just `abstract_state.params` (returned in place of the state)."""
-    return verified_restore.restore_for_reading(self, step, abstract_state,
-                                                params_only=params_only)
+    return live_reads.restore_for_reading(self, step, abstract_state, params_only=params_only)
 
   def reload(self) -> None:
     self._manager.reload()

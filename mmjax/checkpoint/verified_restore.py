@@ -122,34 +122,3 @@ def all_damaged_message(directory: str, damaged: list[tuple[int, str]]) -> str:
                f"with --restart_from_scratch (the damaged steps are then moved to {DAMAGED_DIR}/, "
                "never deleted).")
   return "\n".join(lines)
-
-
-def restore_for_reading(ckpt, step: int | None, abstract_state: Any, *,
-                        params_only: bool = False) -> tuple[int, Any, dict]:
-  for _ in range(5):
-    try:
-      ckpt.reload()
-      steps = ckpt.all_steps()
-    except FileNotFoundError:  # keep-N deleted a step while Orbax listed it: list again
-      continue
-    if not steps:
-      raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first")
-    chosen = steps[-1] if step is None else step
-    if chosen not in steps:
-      raise CheckpointError(f"no checkpoint for step {chosen} in {ckpt.directory}; "
-                            f"available: {steps}")
-    try:
-      state, data = restore_verified(ckpt, chosen, abstract_state, params_only=params_only)
-      return chosen, state, data
-    except (CheckpointDamagedError, FileNotFoundError):
-      if os.path.isdir(os.path.join(ckpt.directory, str(chosen))):
-        raise  # really damaged, not deleted under us
-      if step is not None:
-        raise CheckpointError(
-            f"checkpoint step {chosen} in {ckpt.directory} was deleted while being read (the "
-            f"trainer keeps only the newest checkpoint.keep steps); evaluate a newer step, "
-            f"e.g. --step {ckpt.all_steps()[-1] if ckpt.all_steps() else ''}") from None
-      log.warning("step %d was deleted by the trainer while being read; retrying with the "
-                  "newest step", chosen)
-  raise CheckpointError(f"checkpoints under {ckpt.directory} kept being deleted while being "
-                        f"read; try again, or evaluate with --step a step that is kept")
