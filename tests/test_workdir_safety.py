@@ -138,10 +138,17 @@ def test_full_disk_ends_the_run_with_one_clear_line(world_dir, tmp_path):
   assert not os.path.exists(workdir / "lock")
 
 
-@pytest.mark.parametrize("case", ["variant", "file", "dataset", "inf", "mesh", "batch", "nan"])
+@pytest.mark.parametrize("case", ["variant", "file", "dataset", "inf", "mesh", "batch", "nan",
+                                  "read_only", "syntax", "name_is_a_path", "tokenizer"])
 def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_path):
   workdir = tmp_path / "w"
-  args = {"variant": ["--config", TINY_HUGE, "--workdir", str(workdir)],
+  (tmp_path / "broken.py").write_text("def get_config(arg):\n  return (\n")
+  args = {"read_only": tiny_args("/proc/sys/mmjax_run", world_dir),  # a read-only mount
+          "syntax": ["--config", str(tmp_path / "broken.py"), "--workdir", str(workdir)],
+          "name_is_a_path": tiny_args(workdir, world_dir, "--config.tasks.default.data.name=../../etc"),
+          "tokenizer": tiny_args(workdir, world_dir,
+                                 "--config.tasks.default.data.tokenizer.kind=bogus"),
+          "variant": ["--config", TINY_HUGE, "--workdir", str(workdir)],
           "file": tiny_args(tmp_path / "a_file", world_dir),
           "dataset": tiny_args(workdir, world_dir, "--config.tasks.default.data.name=mm_world/nope"),
           "inf": tiny_args(workdir, world_dir, "--config.optim.learning_rate=1e999"),
@@ -154,7 +161,10 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_p
   expect = {"variant": "unknown variant 'huge'", "file": "is a file, not a directory",
             "dataset": "unknown dataset 'mm_world/nope'", "inf": "learning_rate=inf: must be "
             "a finite number", "mesh": "mesh", "batch": "batch_size=12 is not divisible",
-            "nan": "no checkpoint exists yet"}[case]
+            "nan": "no checkpoint exists yet", "read_only": "may not write in /proc/sys",
+            "syntax": "is not valid Python: '(' was never closed (line 2",
+            "name_is_a_path": "dataset name '../../etc' is not a dataset name",
+            "tokenizer": "unknown tokenizer kind 'bogus'"}[case]
   assert proc.returncode in (1, 2) and expect in proc.stderr, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
@@ -181,3 +191,24 @@ def test_all_steps_damaged_stops_the_run_instead_of_restarting_it(finished, worl
   assert "--restart_from_scratch" in proc.stderr and "Traceback" not in proc.stderr
   assert committed_steps(workdir) == [6, 12] and not os.path.exists(workdir / "lock")
   assert not os.path.exists(workdir / "checkpoints_damaged")
+
+
+def test_evaluate_of_a_workdir_whose_config_is_not_json_says_so_in_one_line(finished, tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(finished, workdir)
+  (workdir / "config.json").write_text("{not json")
+  proc = run_cli("mmjax.evaluate", ["--workdir", str(workdir)], check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert f"{workdir}/config.json is not a readable mmjax config" in proc.stderr
+
+
+def test_a_metrics_row_with_an_overflowing_step_does_not_stop_a_resume(finished, world_dir,
+                                                                       tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(finished, workdir)
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write('{"step": 1e400}\n')
+  proc = run_cli("mmjax.train", tiny_args(workdir, world_dir), check=False)
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert not os.path.exists(workdir / "lock")
+  assert "1e400" in (workdir / "metrics.superseded.jsonl").read_text()
