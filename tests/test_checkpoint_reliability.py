@@ -167,3 +167,29 @@ def test_a_reader_lists_again_when_a_deletion_races_the_managers_start(three_ste
     assert reader.all_steps() == [1, 2, 3]
   finally:
     reader.close()
+
+
+def test_the_last_finished_step_is_read_from_disk_not_from_a_save_in_flight(tmp_path):
+  ckpt = Checkpointer(str(tmp_path / "checkpoints"), async_save=True)
+  seen = {}
+  record = lambda step, directory: seen.setdefault(step, ckpt.latest_step())
+  try:
+    with faults.injected("seal_before_commit", record):  # before each step's commit
+      ckpt.save(2, tiny_state(), {})
+      ckpt.save(4, tiny_state(), {})
+      ckpt.wait()
+  finally:
+    ckpt.close()
+  assert seen == {2: None, 4: 2}  # only a temporary folder of the step being saved
+  assert ckpt.latest_step() == 4
+
+
+def test_disk_full_advice_for_orbax_s_wrapped_errors():
+  from mmjax.checkpoint import write_errors
+  orbax = ValueError("RESOURCE_EXHAUSTED: Error writing local file "
+                     "\"/w/checkpoints/2.orbax-checkpoint-tmp/state/d/x\": [OS error 28: "
+                     "No space left on device]")
+  text = write_errors.stopped("saving a checkpoint under /w/checkpoints", orbax, None)
+  assert "The disk is full" in text and "no checkpoint has been finished yet" in text
+  assert "last finished checkpoint on disk is step 6" in write_errors.stopped("x", orbax, 6)
+  assert write_errors.advice(RuntimeError("boom")) == "Fix the cause"

@@ -78,7 +78,14 @@ class Checkpointer:
     raise AssertionError("unreachable")
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    """The newest *finished* step, read from disk: a step whose save is still in flight
+    (only its temporary folder exists) is not one, whatever Orbax's bookkeeping says."""
+    try:
+      steps = [int(n) for n in os.listdir(self.directory)
+               if n.isdigit() and os.path.isdir(os.path.join(self.directory, n))]
+    except OSError:
+      return None
+    return max(steps, default=None)
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
