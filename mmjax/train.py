@@ -62,14 +62,17 @@ def main(argv: list[str]) -> int:
     exp = experiment.parse(config_lib.load(FLAGS.config, overrides))
   except (config_lib.ConfigError, workdir_lib.WorkdirError) as e:
     cli.fail(str(e))
-  from mmjax.runtime import distributed
+  from mmjax.runtime import distributed, signals
   from mmjax.training import trainer
   from mmjax.errors import MmjaxError
   try:
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                           FLAGS.distributed_timeout_s)
-    result = trainer.train(exp, FLAGS.workdir, compile_only=FLAGS.compile_only,
-                           restart_from_scratch=FLAGS.restart_from_scratch)
+    with signals.preemptible():  # SIGTERM before or after the loop: unwind, exit cleanly
+      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                             FLAGS.distributed_timeout_s)
+      result = trainer.train(exp, FLAGS.workdir, compile_only=FLAGS.compile_only,
+                             restart_from_scratch=FLAGS.restart_from_scratch)
+  except signals.Preempted as e:
+    signals.exit_preempted(e)
   except MmjaxError as e:
     cli.fail(str(e), code=1)
   except Exception as e:  # noqa: BLE001

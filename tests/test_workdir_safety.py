@@ -212,3 +212,26 @@ def test_a_metrics_row_with_an_overflowing_step_does_not_stop_a_resume(finished,
   assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert not os.path.exists(workdir / "lock")
   assert "1e400" in (workdir / "metrics.superseded.jsonl").read_text()
+
+
+def catches_sigterm(pid: int) -> bool:
+  with open(f"/proc/{pid}/status") as f:
+    mask = next(l for l in f if l.startswith("SigCgt:")).split()[1]
+  return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def test_sigterm_before_the_first_step_exits_cleanly_leaving_no_lock(world_dir, tmp_path):
+  workdir = tmp_path / "w"
+  trainer = subprocess.Popen([sys.executable, "-m", "mmjax.train",
+                              *tiny_args(workdir, world_dir)], cwd=ROOT, env=cli_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    wait_for(lambda: trainer.poll() is not None or catches_sigterm(trainer.pid), 120,
+             "the trainer to handle SIGTERM", poll=0.05)
+    trainer.send_signal(signal.SIGTERM)  # while it starts up (parsing, compiling)
+    _, err = trainer.communicate(timeout=120)
+  finally:
+    trainer.kill()
+  assert trainer.returncode == 0, err[-3000:]
+  assert "Traceback" not in err and "SIGTERM outside the training loop" in err, err[-3000:]
+  assert not os.path.exists(workdir / "lock")
