@@ -78,7 +78,8 @@ def main(argv: list[str]) -> int:
   except Exception as e:  # noqa: BLE001
     import jax
     if jax.process_count() > 1:  # a peer is gone: one line, before JAX's C++ abort
-      cli.fail(distributed.lost_peer_message(e), code=1)
+      from mmjax.runtime import watchdog
+      cli.fail(distributed.lost_peer_message(e), code=watchdog.EXIT_CODE)
     raise
   if FLAGS.compile_only:
     print(json.dumps(result, indent=2))

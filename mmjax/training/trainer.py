@@ -209,7 +209,6 @@ class Training:
     return dict(self.metric_log.logged, **clock.report(), step=self.step)
 
   def close(self) -> None:
-    self.watchdog.stop()
     self.step_times.close()
     log.info("process %d: last completed step %d", jax.process_index(), self.step)
     if self.bar is not None:
@@ -247,5 +246,7 @@ def train(exp: Experiment, workdir: str, *, compile_only: bool = False,
       ckpt.close()
     except Exception:  # already reported above; do not mask the original error
       pass
+    if training is not None:  # after ckpt.close: a peer lost in the last save is named
+      training.watchdog.stop()
     if lock is not None:
       lock.release()
