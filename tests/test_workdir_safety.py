@@ -235,3 +235,22 @@ def test_sigterm_before_the_first_step_exits_cleanly_leaving_no_lock(world_dir, 
   assert trainer.returncode == 0, err[-3000:]
   assert "Traceback" not in err and "SIGTERM outside the training loop" in err, err[-3000:]
   assert not os.path.exists(workdir / "lock")
+
+
+def test_sigterm_after_the_last_step_abandons_the_evals_keeps_the_save_and_the_lock_goes(
+    world_dir, tmp_path):
+  workdir = tmp_path / "w"
+  trainer = subprocess.Popen([sys.executable, "-m", "mmjax.train",
+                              *tiny_args(workdir, world_dir)], cwd=ROOT, env=cli_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:  # step 12 (the last) is committed once the loop is over: then come the final evals
+    wait_for(lambda: trainer.poll() is not None or os.path.isdir(workdir / "checkpoints" / "12"),
+             240, "the last checkpoint", poll=0.02)
+    trainer.send_signal(signal.SIGTERM)
+    _, err = trainer.communicate(timeout=120)
+  finally:
+    trainer.kill()
+  assert trainer.returncode == 0 and "Traceback" not in err, err[-3000:]
+  assert not os.path.exists(workdir / "lock")
+  assert "SIGTERM outside the training loop" in err, err[-3000:]
+  assert 12 in committed_steps(workdir)
