@@ -125,10 +125,10 @@ def check_name(name: str, data_dir: str = "") -> None:
     _world_config(name)
     return
   base = name.split("/")[0].split(":")[0]
-  if not re.fullmatch(r"[A-Za-z0-9_]+", base) or ".." in name.split("/"):
-    raise DataError(f"dataset name {name!r} is not a dataset name (letters, digits and _, then "
-                    f"an optional /config and :version); it names a dataset, not a path: put "
-                    f"the folder that holds prepared datasets in data_dir")
+  if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", base) or ".." in name.split("/"):
+    raise DataError(f"dataset name {name!r} is not a dataset name (letters, digits, _, - "
+                    f"and ., then an optional /config and :version); it names a dataset, not "
+                    f"a path: put the folder that holds prepared datasets in data_dir")
   if os.path.isdir(os.path.join(default_data_dir(data_dir), base)):
     return  # prepared there (perhaps by a builder this TFDS does not register)
   try:
