@@ -21,6 +21,9 @@ flags.DEFINE_integer("process_id", None, "with --coordinator_address: this proce
 flags.DEFINE_integer("distributed_timeout_s", 300, "how long to wait for all processes to join")
 flags.DEFINE_integer("print_schedule", None, "print the tasks of the first N steps and each "
                      "task's count, and exit (builds no data, compiles nothing; no --workdir)")
+flags.DEFINE_bool("restart_from_scratch", False, "when every checkpoint of the workdir is "
+                  "damaged, move them all to checkpoints_damaged/ and train from step 0 "
+                  "(without it, such a run stops and names the damaged steps)")
 FLAGS = flags.FLAGS
 
 
@@ -59,19 +62,24 @@ def main(argv: list[str]) -> int:
     exp = experiment.parse(config_lib.load(FLAGS.config, overrides))
   except (config_lib.ConfigError, workdir_lib.WorkdirError) as e:
     cli.fail(str(e))
-  from mmjax.runtime import distributed
+  from mmjax.runtime import distributed, signals
   from mmjax.training import trainer
   from mmjax.errors import MmjaxError
   try:
-    distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
-                           FLAGS.distributed_timeout_s)
-    result = trainer.train(exp, FLAGS.workdir, compile_only=FLAGS.compile_only)
+    with signals.preemptible():  # SIGTERM before or after the loop: unwind, exit cleanly
+      distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id,
+                             FLAGS.distributed_timeout_s)
+      result = trainer.train(exp, FLAGS.workdir, compile_only=FLAGS.compile_only,
+                             restart_from_scratch=FLAGS.restart_from_scratch)
+  except signals.Preempted as e:
+    signals.exit_preempted(e)
   except MmjaxError as e:
     cli.fail(str(e), code=1)
   except Exception as e:  # noqa: BLE001
     import jax
     if jax.process_count() > 1:  # a peer is gone: one line, before JAX's C++ abort
-      cli.fail(distributed.lost_peer_message(e), code=1)
+      from mmjax.runtime import watchdog
+      cli.fail(distributed.lost_peer_message(e), code=watchdog.EXIT_CODE)
     raise
   if FLAGS.compile_only:
     print(json.dumps(result, indent=2))

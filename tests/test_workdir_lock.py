@@ -62,3 +62,33 @@ def test_restored_non_finite_values_are_named():
   tree = {"params": {"w": np.ones(3, np.float32), "b": np.array([1.0, np.inf], np.float32)},
           "step": np.int32(3)}
   assert nonfinite_leaves(tree) == ["params/b"]
+
+
+JUNK = [b"\x8f\xff\x00 random bytes \xfe", b"42", b"[]", b'"hello"', b'{"pid": "abc"}',
+        b'{"since": "x"}', b"", b"null", b'{"host": "h", "pid": true, "token": "t"}']
+
+
+@pytest.mark.parametrize("junk", JUNK)
+def test_junk_in_the_lock_is_a_lock_of_unknown_age_never_a_crash(tmp_path, junk):
+  path = tmp_path / "lock"
+  path.write_bytes(junk)
+  old = time.time() - 5  # not being written by a starter any more, well within the lease
+  os.utime(path, (old, old))
+  with pytest.raises(WorkdirLockedError, match="contents are unreadable.*renewed 5s ago"):
+    WorkdirLock.acquire(str(tmp_path))
+  old = time.time() - workdir_lock.LEASE_S - 5  # past the lease: stale
+  os.utime(path, (old, old))
+  lock = WorkdirLock.acquire(str(tmp_path))
+  assert json.load(open(path))["token"] == lock.record["token"]
+  lock.release()
+  assert not os.path.exists(path)
+
+
+def test_junk_over_a_held_lock_is_repaired_by_its_holder_and_released(tmp_path, monkeypatch):
+  lock = WorkdirLock.acquire(str(tmp_path))
+  (tmp_path / "lock").write_bytes(b"\x8f\xff\x00 random")
+  lock._renew()  # what the heartbeat thread does every HEARTBEAT_S
+  assert json.load(open(tmp_path / "lock"))["token"] == lock.record["token"]
+  (tmp_path / "lock").write_bytes(b"[]")
+  lock.release()  # no traceback, and the workdir is free again
+  assert not os.path.exists(tmp_path / "lock")

@@ -138,10 +138,17 @@ def test_full_disk_ends_the_run_with_one_clear_line(world_dir, tmp_path):
   assert not os.path.exists(workdir / "lock")
 
 
-@pytest.mark.parametrize("case", ["variant", "file", "dataset", "inf", "mesh", "batch", "nan"])
+@pytest.mark.parametrize("case", ["variant", "file", "dataset", "inf", "mesh", "batch", "nan",
+                                  "read_only", "syntax", "name_is_a_path", "tokenizer"])
 def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_path):
   workdir = tmp_path / "w"
-  args = {"variant": ["--config", TINY_HUGE, "--workdir", str(workdir)],
+  (tmp_path / "broken.py").write_text("def get_config(arg):\n  return (\n")
+  args = {"read_only": tiny_args("/proc/sys/mmjax_run", world_dir),  # a read-only mount
+          "syntax": ["--config", str(tmp_path / "broken.py"), "--workdir", str(workdir)],
+          "name_is_a_path": tiny_args(workdir, world_dir, "--config.tasks.default.data.name=../../etc"),
+          "tokenizer": tiny_args(workdir, world_dir,
+                                 "--config.tasks.default.data.tokenizer.kind=bogus"),
+          "variant": ["--config", TINY_HUGE, "--workdir", str(workdir)],
           "file": tiny_args(tmp_path / "a_file", world_dir),
           "dataset": tiny_args(workdir, world_dir, "--config.tasks.default.data.name=mm_world/nope"),
           "inf": tiny_args(workdir, world_dir, "--config.optim.learning_rate=1e999"),
@@ -158,7 +165,10 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_p
             "mesh": "error: config.mesh (per slice) {'data': 3, 'fsdp': 1, 'tensor': 1, "
                     "'expert': 1}: product 3 != 8 devices",
             "batch": "batch_size=12 is not divisible",
-            "nan": "no checkpoint exists yet"}[case]
+            "nan": "no checkpoint exists yet", "read_only": "may not write in /proc/sys",
+            "syntax": "is not valid Python: '(' was never closed (line 2",
+            "name_is_a_path": "dataset name '../../etc' is not a dataset name",
+            "tokenizer": "unknown tokenizer kind 'bogus'"}[case]
   assert proc.returncode in (1, 2) and expect in proc.stderr, proc.stderr[-3000:]
   assert "Traceback" not in proc.stderr
   errors = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
@@ -168,3 +178,83 @@ def test_bad_inputs_fail_in_one_line_and_leave_no_workdir(case, world_dir, tmp_p
 
 
 TINY_HUGE = os.path.join(ROOT, "configs", "mm_world.py") + ":huge"
+
+
+def test_all_steps_damaged_stops_the_run_instead_of_restarting_it(finished, world_dir, tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(finished, workdir)
+  for step in committed_steps(workdir):
+    victim = largest_file(workdir / "checkpoints" / str(step) / "state")
+    with open(victim, "r+b") as f:
+      f.seek(os.path.getsize(victim) // 2)
+      f.write(b"\xa5" * 8)
+  proc = run_cli("mmjax.train", tiny_args(workdir, world_dir), check=False)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert f"every checkpoint under {workdir}/checkpoints is damaged" in proc.stderr
+  assert "checkpoint step 12 in" in proc.stderr and "checkpoint step 6 in" in proc.stderr
+  assert "--restart_from_scratch" in proc.stderr and "Traceback" not in proc.stderr
+  assert committed_steps(workdir) == [6, 12] and not os.path.exists(workdir / "lock")
+  assert not os.path.exists(workdir / "checkpoints_damaged")
+
+
+def test_evaluate_of_a_workdir_whose_config_is_not_json_says_so_in_one_line(finished, tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(finished, workdir)
+  (workdir / "config.json").write_text("{not json")
+  proc = run_cli("mmjax.evaluate", ["--workdir", str(workdir)], check=False)
+  assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert f"{workdir}/config.json is not a readable mmjax config" in proc.stderr
+
+
+def test_a_metrics_row_with_an_overflowing_step_does_not_stop_a_resume(finished, world_dir,
+                                                                       tmp_path):
+  workdir = tmp_path / "w"
+  shutil.copytree(finished, workdir)
+  with open(workdir / "metrics.jsonl", "a") as f:
+    f.write('{"step": 1e400}\n')
+  proc = run_cli("mmjax.train", tiny_args(workdir, world_dir), check=False)
+  assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  assert not os.path.exists(workdir / "lock")
+  assert "1e400" in (workdir / "metrics.superseded.jsonl").read_text()
+
+
+def catches_sigterm(pid: int) -> bool:
+  with open(f"/proc/{pid}/status") as f:
+    mask = next(l for l in f if l.startswith("SigCgt:")).split()[1]
+  return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def test_sigterm_before_the_first_step_exits_cleanly_leaving_no_lock(world_dir, tmp_path):
+  workdir = tmp_path / "w"
+  trainer = subprocess.Popen([sys.executable, "-m", "mmjax.train",
+                              *tiny_args(workdir, world_dir)], cwd=ROOT, env=cli_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:
+    wait_for(lambda: trainer.poll() is not None or catches_sigterm(trainer.pid), 120,
+             "the trainer to handle SIGTERM", poll=0.05)
+    trainer.send_signal(signal.SIGTERM)  # while it starts up (parsing, compiling)
+    _, err = trainer.communicate(timeout=120)
+  finally:
+    trainer.kill()
+  assert trainer.returncode == 0, err[-3000:]
+  assert "Traceback" not in err and "SIGTERM outside the training loop" in err, err[-3000:]
+  assert not os.path.exists(workdir / "lock")
+
+
+def test_sigterm_after_the_last_step_abandons_the_evals_keeps_the_save_and_the_lock_goes(
+    world_dir, tmp_path):
+  workdir = tmp_path / "w"
+  trainer = subprocess.Popen([sys.executable, "-m", "mmjax.train",
+                              *tiny_args(workdir, world_dir)], cwd=ROOT, env=cli_env(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  try:  # step 12 (the last) is committed once the loop is over: then come the final evals
+    wait_for(lambda: trainer.poll() is not None or os.path.isdir(workdir / "checkpoints" / "12"),
+             240, "the last checkpoint", poll=0.02)
+    trainer.send_signal(signal.SIGTERM)
+    _, err = trainer.communicate(timeout=120)
+  finally:
+    trainer.kill()
+  assert trainer.returncode == 0 and "Traceback" not in err, err[-3000:]
+  assert not os.path.exists(workdir / "lock")
+  assert "SIGTERM outside the training loop" in err, err[-3000:]
+  assert 12 in committed_steps(workdir)

@@ -7,7 +7,9 @@ needs no storage.
 """
 from __future__ import annotations
 
+import collections
 import glob
+import logging
 import os
 from typing import Any
 
@@ -16,15 +18,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mmjax.checkpoint import checksums as checkpoint_verify
-from mmjax.errors import MmjaxError
+from mmjax.checkpoint import faults
+from mmjax.checkpoint import live_reads
+from mmjax.checkpoint import verified_restore
+# Re-exported: callers import the errors from here.
+from mmjax.checkpoint.errors import CheckpointDamagedError, CheckpointError  # noqa: F401
+from mmjax.checkpoint.tree_paths import path_name
 
-
-class CheckpointError(MmjaxError, RuntimeError):
-  """A checkpoint cannot be used as asked; the message says why and what to do."""
-
-
-class CheckpointDamagedError(CheckpointError):
-  """A step's files do not verify or do not restore; the message names the step and why."""
+log = logging.getLogger(__name__)
 
 
 class Checkpointer:
@@ -32,10 +33,16 @@ class Checkpointer:
   a reader never removes, creates or renames anything, so it is safe next to a live trainer."""
 
   def __init__(self, directory: str, *, keep: int | None = None, async_save: bool = True,
-               read_only: bool = False):
+               read_only: bool = False, restart_from_scratch: bool = False):
+    """restart_from_scratch: when every step is damaged, restore_latest_good moves them all
+    aside and starts over, instead of raising CheckpointDamagedError naming each."""
     self.directory = os.path.abspath(directory)
     self.read_only = read_only
-    self._saving_step: int | None = None
+    self.restart_from_scratch = restart_from_scratch
+    # Process 0's async saves whose post-finalization callback has not run yet, oldest
+    # first: Orbax finalises one save at a time, in order, and the callback of step N may
+    # run after save(N+1) was called, so it seals the oldest of these, not the newest.
+    self._finalizing: collections.deque[int] = collections.deque()
     self._unsealed: list[int] = []  # steps whose checksums this process still owes
     async_save = async_save and not read_only
     self._async = async_save
@@ -51,13 +58,34 @@ class Checkpointer:
         # they never block later saves or restores. Readers must not: it may be live.
         cleanup_tmp_directories=not read_only)
     # Handlers named up front so metadata (shapes) can be read before any restore.
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options,
-        item_handlers={"state": ocp.StandardCheckpointHandler(),
-                       "data": ocp.JsonCheckpointHandler()})
+    self._manager = self._open_manager(options)
+
+  def _open_manager(self, options) -> ocp.CheckpointManager:
+    # A reader's CheckpointManager lists the steps as it starts; a step the live trainer
+    # deletes (keep-N) during that listing raises FileNotFoundError: list again.
+    for attempt in range(1 if not self.read_only else live_reads.OPEN_ATTEMPTS):
+      try:
+        faults.hit("open_manager", attempt=attempt, directory=self.directory)
+        return ocp.CheckpointManager(
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data": ocp.JsonCheckpointHandler()})
+      except FileNotFoundError:
+        if not self.read_only or attempt == live_reads.OPEN_ATTEMPTS - 1:
+          raise
+        log.info("a step of %s was deleted while listing the steps; listing again",
+                 self.directory)
+    raise AssertionError("unreachable")
 
   def latest_step(self) -> int | None:
-    return self._manager.latest_step()
+    """The newest *finished* step, read from disk: a step whose save is still in flight
+    (only its temporary folder exists) is not one, whatever Orbax's bookkeeping says."""
+    try:
+      steps = [int(n) for n in os.listdir(self.directory)
+               if n.isdigit() and os.path.isdir(os.path.join(self.directory, n))]
+    except OSError:
+      return None
+    return max(steps, default=None)
 
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
@@ -65,9 +93,15 @@ class Checkpointer:
   def save(self, step: int, state: Any, data_state: dict) -> None:
     """Starts a save (async by default). Errors of an earlier background save surface here."""
     self._seal_committed()
-    self._saving_step = step
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+    if self._async and jax.process_index() == 0:
+      self._finalizing.append(step)
+    try:
+      self._manager.save(step, args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)), force=True)
+    except BaseException:
+      if self._finalizing and self._finalizing[-1] == step:
+        self._finalizing.pop()  # never started: no callback will come for it
+      raise
     if jax.process_index() > 0 or not self._async:
       self._unsealed.append(step)
       if not self._async:
@@ -79,8 +113,12 @@ class Checkpointer:
     self._seal_committed()
 
   def _seal_before_commit(self) -> None:
-    """Orbax's post-finalization callback (process 0, background thread, before the rename)."""
-    step = self._saving_step
+    """Orbax's post-finalization callback (every process, background thread, before the
+    rename); process 0 seals the step this callback belongs to, the oldest unfinalised one."""
+    if jax.process_index() > 0 or not self._finalizing:
+      return  # other processes add their checksums after the commit (_seal_committed)
+    step = self._finalizing.popleft()
+    faults.hit("seal_before_commit", step=step, directory=self.directory)
     tmp = [p for p in glob.glob(os.path.join(self.directory, f"{step}.orbax-checkpoint-tmp*"))
            if os.path.isdir(p)]
     if len(tmp) == 1:
@@ -116,7 +154,6 @@ class Checkpointer:
   def restore(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
     """Restores onto the shardings carried by `abstract_state` (any mesh, any process count),
     after verifying the step's checksums; a damaged step raises CheckpointDamagedError."""
-    from mmjax.checkpoint import verified_restore
     return verified_restore.restore_verified(self, step, abstract_state)
 
   def restore_unverified(self, step: int, abstract_state: Any) -> tuple[Any, dict]:
@@ -139,18 +176,18 @@ class Checkpointer:
     return restored["params"]
   def restore_latest_good(self, abstract_state: Any) -> tuple[int | None, Any, dict]:
     """(step, state, data) of the newest step that verifies; damaged newer steps are moved
-    aside (never deleted) with a warning naming them. (None, None, {}) if there is none."""
-    from mmjax.checkpoint import verified_restore
-    return verified_restore.restore_latest_good(self, abstract_state)
+    aside (never deleted) with a warning naming them. (None, None, {}) if there is no step.
+    If every step is damaged: CheckpointDamagedError naming each, nothing moved; with
+    restart_from_scratch, all are moved aside and (None, None, {}) is returned."""
+    return verified_restore.restore_latest_good(
+        self, abstract_state, restart_from_scratch=self.restart_from_scratch)
 
   def restore_for_reading(self, step: int | None, abstract_state: Any, *,
                           params_only: bool = False) -> tuple[int, Any, dict]:
     """For readers of a live workdir: `step` (default: the newest), retrying with the newest
     step when the trainer deletes the chosen one (keep-N) while it is being read.
     params_only: restore just `abstract_state.params` (returned in place of the state)."""
-    from mmjax.checkpoint import verified_restore
-    return verified_restore.restore_for_reading(self, step, abstract_state,
-                                                params_only=params_only)
+    return live_reads.restore_for_reading(self, step, abstract_state, params_only=params_only)
 
   def reload(self) -> None:
     self._manager.reload()
@@ -159,16 +196,6 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._seal_committed()
     self._manager.close()
-
-
-def path_name(path) -> str:
-  """'params/trunk/blocks/0/mlp/wi' for a pytree path, however the tree spells its keys."""
-  parts = []
-  for k in path:
-    part = getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))
-    if part != "value":  # nnx Variables nest their array under .value
-      parts.append(str(part))
-  return "/".join(parts)
 
 
 def check_compatible(saved: dict[str, tuple], abstract_state: Any, directory: str,

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 
 from mmjax.checkpoint import checksums as checkpoint_verify
 from mmjax.runtime import distributed
-from mmjax.checkpoint.checkpointer import CheckpointDamagedError, CheckpointError, path_name
+from mmjax.checkpoint.errors import CheckpointDamagedError, CheckpointError
+from mmjax.checkpoint.tree_paths import path_name
 
 log = logging.getLogger("mmjax.checkpoint.checkpointer")
 
@@ -82,44 +83,42 @@ def _move_aside(ckpt, step: int) -> str:
   return dest
 
 
-def restore_latest_good(ckpt, abstract_state: Any) -> tuple[int | None, Any, dict]:
+def restore_latest_good(ckpt, abstract_state: Any, *, restart_from_scratch: bool = False
+                        ) -> tuple[int | None, Any, dict]:
+  """The newest step that verifies; damaged newer ones are moved aside once a good one is
+  found. When every step is damaged nothing is moved and CheckpointDamagedError names each
+  one, unless restart_from_scratch: then they are all moved aside and (None, None, {})."""
+  damaged: list[tuple[int, str]] = []
   for step in sorted(ckpt.all_steps(), reverse=True):
     try:
       state, data = restore_verified(ckpt, step, abstract_state)
-      return step, state, data
     except CheckpointDamagedError as e:
-      dest = _move_aside(ckpt, step)
-      log.warning("%s. Moved it to %s (nothing was deleted); falling back to the newest step "
-                  "before it.", e, dest)
+      damaged.append((step, str(e)))
+      continue
+    _move_all_aside(ckpt, damaged, "falling back to the newest step before it")
+    return step, state, data
+  if damaged and not restart_from_scratch:
+    raise CheckpointDamagedError(all_damaged_message(ckpt.directory, damaged))
+  _move_all_aside(ckpt, damaged, "starting over from step 0 (--restart_from_scratch)")
   return None, None, {}
 
 
-def restore_for_reading(ckpt, step: int | None, abstract_state: Any, *,
-                        params_only: bool = False) -> tuple[int, Any, dict]:
-  for _ in range(5):
-    try:
-      ckpt.reload()
-      steps = ckpt.all_steps()
-    except FileNotFoundError:  # keep-N deleted a step while Orbax listed it: list again
-      continue
-    if not steps:
-      raise CheckpointError(f"no checkpoints under {ckpt.directory}; train first")
-    chosen = steps[-1] if step is None else step
-    if chosen not in steps:
-      raise CheckpointError(f"no checkpoint for step {chosen} in {ckpt.directory}; "
-                            f"available: {steps}")
-    try:
-      state, data = restore_verified(ckpt, chosen, abstract_state, params_only=params_only)
-      return chosen, state, data
-    except (CheckpointDamagedError, FileNotFoundError):
-      if os.path.isdir(os.path.join(ckpt.directory, str(chosen))):
-        raise  # really damaged, not deleted under us
-      if step is not None:
-        raise CheckpointError(
-            f"checkpoint step {chosen} in {ckpt.directory} was deleted while being read (the "
-            f"trainer keeps only the newest checkpoint.keep steps); evaluate a newer step, "
-            f"e.g. --step {ckpt.all_steps()[-1] if ckpt.all_steps() else ''}") from None
-      log.warning("step %d was deleted by the trainer while being read; retrying with the "
-                  "newest step", chosen)
-  raise CheckpointError(f"checkpoints under {ckpt.directory} kept being deleted while being "
-                        f"read; try again, or evaluate with --step a step that is kept")
+def _move_all_aside(ckpt, damaged: list[tuple[int, str]], then: str) -> None:
+  for step, message in damaged:
+    dest = _move_aside(ckpt, step)
+    log.warning("%s. Moved it to %s (nothing was deleted); %s.", message, dest, then)
+
+
+def all_damaged_message(directory: str, damaged: list[tuple[int, str]]) -> str:
+  """Why a run with only damaged checkpoints does not start: each step, and what to do."""
+  lines = [f"every checkpoint under {directory} is damaged, so this run cannot resume "
+           f"(steps {', '.join(str(s) for s, _ in damaged)}); training did not start, and "
+           "nothing was moved or deleted:"]
+  lines += [f"  {message}" for _, message in damaged]
+  lines.append("To keep the run's progress, restore a good copy of a step into "
+               f"{directory}/ by hand (from a backup, or from "
+               f"{os.path.join(os.path.dirname(directory), DAMAGED_DIR)}/ if an earlier run moved "
+               "one there) and rerun the same command. To start over from step 0 instead, rerun "
+               f"with --restart_from_scratch (the damaged steps are then moved to {DAMAGED_DIR}/, "
+               "never deleted).")
+  return "\n".join(lines)

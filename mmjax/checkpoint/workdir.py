@@ -31,6 +31,12 @@ def check_usable(workdir: str) -> None:
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise WorkdirError(f"--workdir {workdir} is a file, not a directory; name a new or "
                        f"existing directory")
+  existing = os.path.abspath(workdir)
+  while not os.path.exists(existing):  # the workdir, or the folder it will be created in
+    existing = os.path.dirname(existing)
+  if not os.access(existing, os.W_OK | os.X_OK):  # also false on a read-only mount
+    raise WorkdirError(f"--workdir {workdir}: this process may not write in {existing} "
+                       f"(permissions, or a read-only filesystem); name a writable directory")
 
 
 def config_path(workdir: str) -> str:
@@ -50,8 +56,14 @@ def read_config(workdir: str):
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{path} not found: {workdir!r} is not an mmjax workdir "
                             f"(train into it first with python -m mmjax.train --workdir)")
-  with open(path) as f:
-    return config_lib.from_json(f.read())
+  try:
+    with open(path, "rb") as f:
+      return config_lib.from_json(f.read().decode("utf-8"))
+  except (ValueError, TypeError, AttributeError) as e:  # not JSON, or not a config object
+    raise WorkdirError(f"{path} is not a readable mmjax config ({type(e).__name__}: "
+                       f"{str(e)[:200]}); it was damaged or replaced. Restore it from "
+                       f"config_history/ or a backup, or rewrite it from the recipe the run was "
+                       f"started with") from None
 
 
 def _flat(tree, prefix: str = "") -> dict:

@@ -32,6 +32,7 @@ LOCK_NAME = "lock"
 HEARTBEAT_S = 10.0
 LEASE_S = 90.0        # > several missed heartbeats, < what a user would wait for a requeue
 TAKEOVER_GUARD_S = 30.0  # a takeover guard older than this was left by a starter that died
+WRITING_S = 2.0  # an unreadable lock younger than this may be mid-write by another starter
 LOST_LOCK_EXIT_CODE = 4
 
 
@@ -67,8 +68,10 @@ def _boot_id() -> str:
 
 
 def _describe(holder: dict) -> str:
-  since = holder.get("since")
-  when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)) if since else "unknown time"
+  try:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder["since"]))
+  except (KeyError, TypeError, ValueError, OverflowError, OSError):
+    when = "unknown time"
   job = f", SLURM job {holder['slurm_job_id']}" if holder.get("slurm_job_id") else ""
   return f"host {holder.get('host', '?')}, pid {holder.get('pid', '?')}{job}, since {when}"
 
@@ -122,11 +125,11 @@ class WorkdirLock:
       if holder is None:
         if age is None:
           continue  # vanished between our attempt and the read
-        if age < TAKEOVER_GUARD_S:  # being written right now by another starter
-          time.sleep(1.0)
+        if age < WRITING_S:  # created by another starter that is writing it right now
+          time.sleep(WRITING_S)
           continue
+        reason = _unreadable_reason(workdir, path, age)
         holder = {"host": "?", "pid": "?"}
-        reason = f"its lock file is empty or unreadable and {age:.0f}s old"
       else:
         reason = stale_reason(holder, age)
       if reason is None:
@@ -145,23 +148,36 @@ class WorkdirLock:
   # ------------------------------------------------------------ holding
   def _heartbeat(self) -> None:
     while not self._stop.wait(HEARTBEAT_S):
-      holder, _ = _read(self.path)
-      if holder is not None and holder.get("token") != self.record["token"]:
-        msg = (f"the lock of this workdir ({self.path}) was taken over by {_describe(holder)} "
-               f"while this process held it (was it frozen for more than {LEASE_S:.0f}s?); "
-               f"stopping so that only one process writes there")
-        log.error(msg)
-        from mmjax.config import cli
-        cli.fail(msg, LOST_LOCK_EXIT_CODE)
       try:
-        os.utime(self.path)
-      except OSError as e:  # a full or read-only disk: the run's own writes will say so
-        log.warning("could not renew the workdir lock %s: %s", self.path, e)
+        self._renew()
+      except Exception as e:  # noqa: BLE001 -- the lease must outlive any surprise
+        log.warning("could not renew the workdir lock %s: %s: %s", self.path,
+                    type(e).__name__, e)
+
+  def _renew(self) -> None:
+    holder, age = _read(self.path)
+    if holder is None and age is not None:  # junk written over our lock: write ours again
+      log.warning("the workdir lock %s was overwritten with unreadable contents; rewriting "
+                  "this trainer's record", self.path)
+      _write_record(self.path, self.record)
+    if holder is not None and holder.get("token") != self.record["token"]:
+      msg = (f"the lock of this workdir ({self.path}) was taken over by {_describe(holder)} "
+             f"while this process held it (was it frozen for more than {LEASE_S:.0f}s?); "
+             f"stopping so that only one process writes there")
+      log.error(msg)
+      from mmjax.config import cli
+      cli.fail(msg, LOST_LOCK_EXIT_CODE)
+    try:
+      os.utime(self.path)
+    except OSError as e:  # a full or read-only disk: the run's own writes will say so
+      log.warning("could not renew the workdir lock %s: %s", self.path, e)
 
   def release(self) -> None:
     self._stop.set()
-    holder, _ = _read(self.path)
-    if holder is not None and holder.get("token") == self.record["token"]:
+    holder, age = _read(self.path)
+    # Unreadable: junk over our lock (a takeover always writes a valid record), so ours.
+    if (holder is None and age is not None) or (
+        holder is not None and holder.get("token") == self.record["token"]):
       try:
         os.unlink(self.path)
       except OSError:
@@ -181,17 +197,52 @@ def _create_exclusive(path: str, record: dict) -> bool:
 
 
 def _read(path: str) -> tuple[dict | None, float | None]:
-  """(holder record or None if unreadable, age of the lease in s or None if no file)."""
+  """(holder record, or None if unreadable: not JSON, not a record, fields of the wrong
+  type; age of the lease in s, or None if there is no file). Never raises over contents."""
   try:
     age = time.time() - os.stat(path).st_mtime
-    with open(path) as f:
-      text = f.read()
+    with open(path, "rb") as f:
+      data = f.read(1 << 16)
   except FileNotFoundError:
     return None, None
   try:
-    return json.loads(text), age
-  except ValueError:
+    return _record(json.loads(data.decode("utf-8"))), age
+  except (ValueError, TypeError, KeyError, OverflowError):
     return None, age
+
+
+def _record(raw) -> dict:
+  """The fields a lock record must have, with their types checked (raises if not)."""
+  if not isinstance(raw, dict) or isinstance(raw.get("pid"), bool):
+    raise TypeError("not a lock record")
+  optional_int = lambda v: None if v is None else int(v)
+  return {"host": str(raw["host"]), "pid": int(raw["pid"]), "token": str(raw["token"]),
+          "since": None if raw.get("since") is None else float(raw["since"]),
+          "boot_id": str(raw.get("boot_id") or ""),
+          "pid_start": optional_int(raw.get("pid_start")),
+          "slurm_job_id": None if raw.get("slurm_job_id") is None else str(raw["slurm_job_id"]),
+          "slurm_restart": int(raw.get("slurm_restart") or 0)}
+
+
+def _unreadable_reason(workdir: str, path: str, age: float) -> str:
+  """Why an unreadable lock (of unknown holder) is stale; refuses one younger than the lease,
+  which a live trainer may still be renewing."""
+  if age <= LEASE_S:
+    raise WorkdirLockedError(
+        f"workdir {workdir} has a lock file {path} whose contents are unreadable (empty, or not "
+        f"an mmjax lock record), renewed {age:.0f}s ago: a live trainer may hold it. It is "
+        f"taken over once its lease is {LEASE_S:.0f}s old; remove it only if you are sure no "
+        f"trainer uses this workdir.")
+  return f"its lock file is unreadable and was last renewed {age:.0f}s ago (limit {LEASE_S:.0f}s)"
+
+
+def _write_record(path: str, record: dict) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    f.write(json.dumps(record))
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
 
 
 def _take_over(path: str, stale: dict, record: dict) -> bool:

@@ -31,7 +31,11 @@ def load_recipe(recipe_name: str) -> ml_collections.ConfigDict:
   path, _, variant = recipe_name.partition(":")
   if not os.path.isfile(path):
     raise ConfigError(f"--config {recipe_name!r}: no file {path!r}; recipes live in configs/*.py")
-  module = import_file(path, "recipe")
+  try:
+    module = import_file(path, "recipe")
+  except SyntaxError as e:
+    raise ConfigError(f"recipe {path!r} is not valid Python: {e.msg} (line {e.lineno}"
+                      f"{f': {e.text.strip()}' if e.text else ''})") from None
   if not hasattr(module, "get_config"):
     raise ConfigError(f"recipe {path!r} has no get_config(variant) function")
   try:

@@ -7,6 +7,7 @@ from inside a grain worker. Nothing here ever deletes or rewrites data.
 """
 
 import os
+import re
 from typing import Any
 
 from array_record.python import array_record_module
@@ -124,6 +125,10 @@ def check_name(name: str, data_dir: str = "") -> None:
     _world_config(name)
     return
   base = name.split("/")[0].split(":")[0]
+  if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", base) or ".." in name.split("/"):
+    raise DataError(f"dataset name {name!r} is not a dataset name (letters, digits, _, - "
+                    f"and ., then an optional /config and :version); it names a dataset, not "
+                    f"a path: put the folder that holds prepared datasets in data_dir")
   if os.path.isdir(os.path.join(default_data_dir(data_dir), base)):
     return  # prepared there (perhaps by a builder this TFDS does not register)
   try:

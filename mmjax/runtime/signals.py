@@ -1,7 +1,60 @@
-"""SIGTERM/SIGINT as a flag the training loop reads, so a stop saves before exiting."""
+"""SIGTERM/SIGINT as a flag the training loop reads, so a stop saves before exiting; and,
+outside the loop (start-up, the final save and evals, closing), as an exception that unwinds
+the run through its cleanups (lock released, saves finished) to a clean exit."""
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import sys
+
+# Exit code of a run stopped by a signal outside the loop: nothing is lost, rerun resumes.
+PREEMPTED_EXIT_CODE = 0
+
+
+class Preempted(BaseException):
+  """SIGTERM/SIGINT outside the training loop. A BaseException, like KeyboardInterrupt, so
+  that no `except Exception` in between swallows it; `finally` blocks still run."""
+
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.signum = signum
+
+  def __str__(self) -> str:
+    return (f"stopped by {signal.Signals(self.signum).name} outside the training loop (while "
+            f"starting, or after the last save: during the final evals or closing); every "
+            f"finished checkpoint is intact and the workdir lock is released. Rerun the same "
+            f"command to resume (evaluate the last step with python -m mmjax.evaluate)")
+
+
+def _raise_preempted(signum, frame):
+  del frame
+  raise Preempted(signum)
+
+
+@contextlib.contextmanager
+def preemptible():
+  """SIGTERM/SIGINT raise Preempted inside this block, except where a StopRequested (the
+  loop) has them; from the first line of a run to its last."""
+  previous = {}
+  for s in (signal.SIGTERM, signal.SIGINT):
+    try:
+      previous[s] = signal.signal(s, _raise_preempted)
+    except ValueError:  # not the main thread
+      pass
+  try:
+    yield
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
+
+
+def exit_preempted(error: Preempted):
+  """One line, exit PREEMPTED_EXIT_CODE at once (Orbax may leave non-daemon threads)."""
+  sys.stderr.write(f"{error}\n")
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os._exit(PREEMPTED_EXIT_CODE)
 
 
 class StopRequested:

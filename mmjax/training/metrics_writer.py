@@ -33,7 +33,7 @@ def tensorboard_name(name: str) -> str:
 def _row_step(line: bytes) -> int | None:
   try:
     return int(json.loads(line)["step"])
-  except (ValueError, KeyError, TypeError):
+  except (ValueError, KeyError, TypeError, OverflowError):  # e.g. {"step": 1e400}: not a row
     return None
 
 

@@ -203,7 +203,6 @@ class Training:
     return dict(self.metric_log.logged, **clock.report(), step=self.step)
 
   def close(self) -> None:
-    self.watchdog.stop()
     self.step_times.close()
     log.info("process %d: last completed step %d", jax.process_index(), self.step)
     if self.bar is not None:
@@ -212,7 +211,7 @@ class Training:
 
 
 def train(exp: Experiment, workdir: str, *, compile_only: bool = False,
-          iterators: dict | None = None) -> dict:
+          iterators: dict | None = None, restart_from_scratch: bool = False) -> dict:
   """Trains (or resumes) into `workdir`; returns the last logged and eval metrics.
 
   iterators: optional {task: iterator of host-local numpy batches} to train on instead of
@@ -226,7 +225,8 @@ def train(exp: Experiment, workdir: str, *, compile_only: bool = False,
   # Nothing is written into the workdir before this point, so a bad config leaves none.
   lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
   ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=exp.checkpoint.keep,
-                      async_save=exp.checkpoint.async_save)
+                      async_save=exp.checkpoint.async_save,
+                      restart_from_scratch=restart_from_scratch)
   training = None
   try:
     training = Training(run, workdir, ckpt)
@@ -240,5 +240,7 @@ def train(exp: Experiment, workdir: str, *, compile_only: bool = False,
       ckpt.close()
     except Exception:  # already reported above; do not mask the original error
       pass
+    if training is not None:  # after ckpt.close: a peer lost in the last save is named
+      training.watchdog.stop()
     if lock is not None:
       lock.release()
