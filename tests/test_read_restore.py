@@ -76,10 +76,6 @@ def test_a_reader_whose_step_is_deleted_under_it_retries_with_the_newest(live_wo
   assert sorted(os.listdir(ckpts)) == ["1", "3"]  # the reader removed or moved nothing
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "verified_restore.restore_for_reading names a newer step from the listing it made "
-    "before the deletion (here the deleted step 2 itself); a ckpt.reload() before the "
-    "message fixes it. checkpoint/ is another engineer's: remove this mark with that fix"))
 def test_a_reader_of_a_named_step_that_is_deleted_is_told_to_pick_a_newer_one(live_workdir):
   ckpts, trainer_moves_on = live_workdir
   reader = Checkpointer(str(ckpts), read_only=True)

@@ -134,10 +134,6 @@ class Checkpointer:
         checkpoint_verify.write_manifest(step_dir, jax.process_index(), jax.process_count())
         self._unsealed.remove(step)
 
-  def check_errors(self) -> None:
-    """Raises the error of a finished background save, without waiting for running ones."""
-    self._manager.check_for_errors()
-
   def saved_shapes(self, step: int) -> dict[str, tuple]:
     """{param path: shape} of the arrays stored under `state` at `step`."""
     meta = self._manager.item_metadata(step)["state"]

@@ -45,8 +45,8 @@ class DistributedError(MmjaxError, RuntimeError):
 def _slurm_tasks_per_node() -> int:
   # "2(x3)" = 2 tasks on each of 3 nodes; "2,1" = uneven: the first node's count is what
   # matters for deciding how GPUs are split (uneven layouts are unusual and refused by JAX).
-  spec = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "1")
-  m = re.match(r"\d+", spec)
+  layout = os.environ.get("SLURM_STEP_TASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "1")
+  m = re.match(r"\d+", layout)
   return int(m.group()) if m else 1
 
 
