@@ -33,7 +33,7 @@ from mmjax.training.metric_log import MetricLog
 from mmjax.training.metric_windows import Accounting
 from mmjax.training.metrics_writer import MetricsWriter
 from mmjax.training.progress import ProgressBar
-from mmjax.training.saver import NonFiniteError, Saver  # noqa: F401 (NonFiniteError: API)
+from mmjax.training.saver import Saver
 from mmjax.training.setup import Run, set_up
 
 log = logging.getLogger("mmjax.train")
