@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 
 import pytest
@@ -127,3 +128,39 @@ def test_a_single_process_run_resumes_on_two_processes(world_dir, tmp_path):
   assert data == {"default": {"examples": 160, "global_batch": 16}}
   rows = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
   assert [r["step"] for r in rows if "train/default/loss" in r] == [4, 6, 8, 10]
+
+
+BARRIER_WORKER = """
+import sys, time
+from mmjax.runtime import distributed
+distributed.initialize(sys.argv[1], 2, int(sys.argv[2]), timeout_s=60)
+import jax
+if jax.process_index() == 1:
+  time.sleep(float(sys.argv[3]))  # a slow compile on this host
+start = time.monotonic()
+distributed.wait_for_all("compiled", timeout_s=60)
+waited = time.monotonic() - start
+print(f"waited {waited:.2f} any {distributed.any_process(jax.process_index() == 1)}", flush=True)
+"""
+
+
+def test_wait_for_all_holds_early_processes_until_the_late_one_arrives():
+  # The trainer calls wait_for_all before its first collective: on CPU gloo's set-up gives
+  # up after 30 s, so a peer whose compile ends later than that would otherwise fail the job.
+  port, delay = unused_port(), 4.0
+  procs = [subprocess.Popen([sys.executable, "-c", BARRIER_WORKER, f"127.0.0.1:{port}", str(i),
+                             str(delay)], cwd=ROOT, env=cli_env(XLA_FLAGS=TWO_DEVICES),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=120) for p in procs]
+  finally:
+    for p in procs:
+      p.kill()
+  for p, (out, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  lines = [next(l for l in out.splitlines() if l.startswith("waited")).split()
+           for out, _ in outs]  # gloo prints its own lines too
+  waited = [float(line[1]) for line in lines]
+  assert waited[0] > delay - 1.0 and waited[1] < delay - 1.0, waited
+  assert all(line[3] == "True" for line in lines)

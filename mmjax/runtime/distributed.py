@@ -36,6 +36,10 @@ SHUTDOWN_TIMEOUT_S = 60
 # (watchdog.PEER_SILENT_S) and says which; JAX's deadline stays as the backstop, far enough
 # behind that it never wins the race.
 HEARTBEAT_TIMEOUT_S = 90
+# How long a process waits at `wait_for_all` for the others to finish compiling. Generous:
+# compile times differ between hosts (a cache hit on one, a busy CPU on another), and a peer
+# that dies meanwhile is caught by the heartbeat deadline above long before this.
+READY_TIMEOUT_S = 1800
 
 
 class DistributedError(MmjaxError, RuntimeError):
@@ -162,6 +166,27 @@ def any_process(flag: bool) -> bool:
     return bool(flag)
   from jax.experimental import multihost_utils
   return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(flag)], np.int32))))
+
+
+def wait_for_all(name: str, timeout_s: float = READY_TIMEOUT_S) -> None:
+  """Blocks until every process has called `wait_for_all(name)`: a barrier on the coordination
+  service, not a collective.
+
+  Called before the first collective after compiling. On CPU, the first collective sets up
+  gloo's connections, which give up after 30 s (fixed inside XLA); a process whose compile
+  took 30 s longer than its peers' would fail the job there. The barrier's own deadline is
+  `timeout_s`.
+  """
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # the client has no public accessor
+  client = jax_distributed.global_state.client
+  try:
+    client.wait_at_barrier(f"mmjax/{name}", int(timeout_s * 1000))
+  except Exception as e:  # JAX's runtime error type, whose name varies by version
+    raise DistributedError(f"process {jax.process_index()} of {jax.process_count()} waited "
+                           f"{timeout_s:.0f}s at '{name}' for the other processes: "
+                           f"{type(e).__name__}: {e}") from e
 
 
 def lost_peer_message(error: BaseException, wait_s: float = 12.0) -> str:

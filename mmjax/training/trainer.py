@@ -96,6 +96,8 @@ class Training:
   def __init__(self, run: Run, workdir: str, ckpt: Checkpointer):
     exp, is_main = run.experiment, jax.process_index() == 0
     self.run, self.ckpt, self.exp = run, ckpt, exp
+    with run.clock("compile"):  # the peers' compiles end at different times; restore is collective
+      distributed.wait_for_all("compiled")
     self.start_step, self.state, data_states = restore_or_init(run, ckpt)
     if is_main:
       workdir_lib.write_config(workdir, exp.config)
