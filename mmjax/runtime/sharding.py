@@ -6,6 +6,7 @@ and host-local batches become global arrays sharded over the data-parallel axes.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Mapping, Sequence
 
@@ -205,7 +206,9 @@ def check_experts_divide(abstract_state, mesh: Mesh, rules=RULES) -> None:
             f"mesh.expert")
 
 
+@functools.lru_cache(maxsize=64)
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
+  # Cached: one object per (mesh, rank) keeps device_put on JAX's fast path every step.
   return NamedSharding(mesh, P(DATA_AXES, *([None] * (ndim - 1))))
 
 
@@ -215,5 +218,8 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
   """Host-local numpy batch -> global jax.Arrays split over the data-parallel axes."""
-  return {k: jax.make_array_from_process_local_data(batch_sharding(mesh, np.ndim(v)), v)
+  shardings = {k: batch_sharding(mesh, np.ndim(v)) for k, v in local_batch.items()}
+  if jax.process_count() == 1:  # the local batch is the global one: one batched transfer,
+    return jax.device_put(dict(local_batch), shardings)  # half the host time per step
+  return {k: jax.make_array_from_process_local_data(shardings[k], v)
           for k, v in local_batch.items()}

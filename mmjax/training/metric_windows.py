@@ -45,10 +45,15 @@ class MetricWindow:
     return not self.records or next(iter(self.records[-1].metrics.values())).is_ready()
 
   def fetch(self) -> list[StepRecord]:
-    """The window's records with host values (one transfer), and a fresh window."""
-    host = jax.device_get([r.metrics for r in self.records])
-    out = [StepRecord(r.step, r.task, {k: float(v) for k, v in m.items()})
-           for r, m in zip(self.records, host)]
+    """The window's records with host values, and a fresh window."""
+    arrays = [a for r in self.records for a in r.metrics.values()]
+    # On an accelerator, start every copy before waiting on any; on the CPU the values are
+    # already in host memory, and starting "copies" cost ~4x the reads (1 ms per window).
+    if arrays and next(iter(arrays[0].devices())).platform != "cpu":
+      for a in arrays:
+        a.copy_to_host_async()
+    out = [StepRecord(r.step, r.task, {k: float(np.asarray(v)) for k, v in r.metrics.items()})
+           for r in self.records]
     self.records = []
     return out
 
