@@ -18,9 +18,12 @@ The loop's own host time per step (`host_us_per_step`): the same two loops with 
 compiled step (it only counts the step and returns constant metrics), so the device is never
 what the host waits for; each round's figure is the trainer's time per step minus the bare
 loop's, both over --host_steps steps, and the figure is the median over --rounds rounds with
-its bootstrap 95% interval. Every per-step hook, progress update, signature lookup and
-accounting call of the trainer is in it; the step's dispatch and the batch's transfer are in
-both loops and cancel.
+its bootstrap 95% interval. Every per-step hook, progress update, signature lookup, metrics
+row, input thread and accounting call of the trainer is in it; the step's dispatch and the
+batch's transfer are in both loops and cancel. Checkpoint saves are not: they are periodic
+I/O (a save every 200 trivial steps would be one every ~0.3 s), so this mode saves only at
+the end, and the save's own time is reported beside it (`save_ms`, the mean time the loop
+spent in one save in the full-step runs).
 
 Prints a table, then (last line) one JSON object: {"ratio": median trainer/bare steps/s,
 "ratio_ci95": [low, high], "ratio_min", "ratio_max", "host_us_per_step",
@@ -46,7 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 
 from mmjax.training import trainer  # noqa: E402
-from mmjax.training import setup, step as step_lib  # noqa: E402
+from mmjax.training import saver, setup, step as step_lib  # noqa: E402
 from mmjax.experiment import build
 from mmjax.config import recipe as config_lib
 from mmjax import experiment
@@ -109,10 +112,19 @@ def bare_steps_per_s(config, batches, steps: int, make_step=make_train_step) -> 
   return steps / (time.perf_counter() - t0)
 
 
-def trainer_steps_per_s(config, batches, make_step=make_train_step) -> float:
+def trainer_steps_per_s(config, batches, make_step=make_train_step, saves=None) -> float:
   """The trainer's steps/s, from its metrics.jsonl; `make_step` replaces the update step the
-  set-up compiles (setup.make_train_step), for the trivial-step measurement."""
+  set-up compiles (setup.make_train_step), for the trivial-step measurement; `saves`, a
+  list, gets the seconds of each checkpoint save."""
   real, setup.make_train_step = setup.make_train_step, make_step
+  real_save = saver.Saver.save
+
+  def timed_save(self, step, state):
+    start = time.perf_counter()
+    real_save(self, step, state)
+    if saves is not None:
+      saves.append(time.perf_counter() - start)
+  saver.Saver.save = timed_save
   try:
     with tempfile.TemporaryDirectory() as workdir:
       trainer.train(experiment.parse(config), workdir,
@@ -120,7 +132,7 @@ def trainer_steps_per_s(config, batches, make_step=make_train_step) -> float:
       with open(os.path.join(workdir, "metrics.jsonl")) as f:
         rows = [json.loads(line) for line in f if "perf/steps_per_s" in line]
   finally:
-    setup.make_train_step = real
+    setup.make_train_step, saver.Saver.save = real, real_save
   windows = rows[1:]  # the first window holds the compile
   steps = sum(b["step"] - a["step"] for a, b in zip(rows, rows[1:]))
   seconds = sum((b["step"] - a["step"]) / b["perf/steps_per_s"] for a, b in zip(rows, windows))
@@ -140,17 +152,17 @@ def main():
   config = overhead_config(a.steps, a.batch)
   batches = batches_for(config)
   bare_steps_per_s(config, batches, min(a.steps, 20))  # warm-up: the first compile is slower
-  bare, full = [], []
+  bare, full, saves = [], [], []
   for order in round_orders(["bare", "trainer"], a.rounds, a.seed):
     for kind in order:
       if kind == "bare":
         bare.append(bare_steps_per_s(config, batches, a.steps))
       else:
-        full.append(trainer_steps_per_s(config, batches))
+        full.append(trainer_steps_per_s(config, batches, saves=saves))
   fig = {"device": jax.devices()[0].device_kind, "batch": a.batch, "steps": a.steps,
          "rounds": a.rounds, "bare_steps_per_s": statistics.median(bare),
          "trainer_steps_per_s": statistics.median(full), **ratio_figures(full, bare)}
-  fig.update(host_time(a))
+  fig.update(host_time(a), save_ms=1e3 * statistics.mean(saves), saves=len(saves))
   ratios = fig["ratio_rounds"]
   fig.update(ratio_min=min(ratios), ratio_max=max(ratios))
   print(f"{'round':<7}{'order':<16}{'bare':>10}{'trainer':>10}{'ratio':>8}")
@@ -167,6 +179,8 @@ def main():
 def host_time(a) -> dict:
   """The trainer's host time per step over a bare loop's, both with the trivial step."""
   config = overhead_config(a.host_steps, a.batch)
+  with config.unlocked():
+    config.checkpoint.every_steps = a.host_steps  # one save, after the last window
   batches = batches_for(config)
   bare_steps_per_s(config, batches, 20, trivial_step)  # warm-up
   bare, full = [], []
