@@ -197,6 +197,10 @@ def test_bad_packing_settings_are_refused(world_dir):
                                                    decoder_modality="text", encoder_depth=1)))
   with pytest.raises(ConfigError, match="packed rows need config.model.fusion.type='early'"):
     _exp(world_dir, edit=late)
+  moe = lambda c: c.model.update(dict(ffn=dict(type="moe", num_experts=4,
+                                                routing="token_choice", top_k=1)))
+  with pytest.raises(ConfigError, match="routing='token_choice' drops tokens by capacity"):
+    _exp(world_dir, edit=moe)
   with pytest.raises(ConfigError, match="kind.*'pairs', 'interleaved'"):
     _exp(world_dir, "tiny_early_packed", "tasks.default.data.packing.kind=documents")
 

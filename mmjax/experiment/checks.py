@@ -123,6 +123,10 @@ def check_packing(tname: str, pack, settings, objectives, spec) -> None:
         f"which would see every packed example; use pool='mean' or remove data.packing")
   _need(not settings.token_drop, f"{key}: token drop ({dict(settings.token_drop)}) is not "
         f"supported on packed rows; remove one of the two")
+  routing = getattr(spec.ffn, "routing", "dropless") if isinstance(spec.ffn, MoeConfig) else ""
+  _need(routing in ("", "dropless"), f"{key}: config.model.ffn.routing={routing!r} drops "
+        f"tokens by capacity over the whole row, so one packed example's tokens would decide "
+        f"which of another's are processed; use routing='dropless' or remove data.packing")
   for o in objectives:
     kind = objectives_lib.OBJECTIVES.type_name(o)
     _need(kind == "next_token", f"{key}: objective {o.name!r} ({kind}) scores whole rows, "
