@@ -9,11 +9,15 @@ Last line: JSON {"text_fill_packed", "text_fill_unpacked", "examples_per_row",
 """
 import argparse
 import json
+import os
+import sys
 
-import numpy as np
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mmjax import experiment
-from mmjax.data import pipeline
+import numpy as np  # noqa: E402
+
+from mmjax import experiment  # noqa: E402
+from mmjax.data import pipeline  # noqa: E402
 
 
 def main():
