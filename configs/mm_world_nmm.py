@@ -1,8 +1,7 @@
 """Native multimodal models (NMM, Shukor et al. 2025) on the built-in world: captions
 generated from images by next-token prediction.
 
-Variants (so far only the tiny ones; issue 16's item 7 adds the full recipe, MoE and the
-interleaved data):
+Variants (so far only the tiny ones; issue 16's item 7 adds the full recipe and MoE):
   tiny_early  early fusion as a prefix-LM: the image a bidirectional prefix, the caption
               causal after it
   tiny_late   NMM's late fusion (`late_decoder`): an image encoder whose projected outputs
