@@ -1,8 +1,10 @@
 """The training iterator of a packed task (mmjax/data/packing.py): documents -> grain's
 first-fit packing -> global batches of packed rows -> this process's rows.
 
-Its state is grain's own iterator state (the document the next packing batch starts from,
-the bins of the current one already emitted, the count of rows): JSON-serialisable and
+Documents are built C at a time (one preprocessed batch, in read-ahead threads) and
+flattened by grain's FlatMapIterDataset. Its state is grain's own iterator state (the
+chunk and document the next packing batch starts from, the bins of the current one
+already emitted, the count of rows): JSON-serialisable and
 exact. Every process packs the whole global stream, so the state is the same in every
 process and a resume on another number of processes continues the same rows.
 """
@@ -15,23 +17,34 @@ import numpy as np
 
 from mmjax.data import packing
 
-# An upper bound on documents one run reads (grain datasets need a length; this is lazy).
-_STREAM_LENGTH = 1 << 50
+# An upper bound on the chunks one run reads (grain datasets need a length; this is lazy).
+_STREAM_LENGTH = 1 << 40
+# Documents preprocessed together (the builder's batch); the stream is the same for any.
+DOCUMENTS_PER_CHUNK = 32
+
+
+class _Documents(grain.experimental.FlatMapTransform):
+  """A chunk (a list of documents) -> its documents, one element each."""
+  max_fan_out = DOCUMENTS_PER_CHUNK
+
+  def flat_map(self, element):
+    return element
 
 
 class PackedTrainIterator:
   """Infinite iterator of this process's rows of consecutive packed global batches."""
 
-  def __init__(self, build_document: Callable[[int], dict], cfg: packing.PackingConfig,
+  def __init__(self, build_chunk: Callable[[int], list], cfg: packing.PackingConfig,
                global_batch: int, *, process_index: int = 0, process_count: int = 1,
                read_threads: int = 1):
     self.cfg, self.global_batch = cfg, global_batch
     rows = global_batch // process_count
     self._rows = slice(process_index * rows, (process_index + 1) * rows)
-    documents = grain.MapDataset.range(_STREAM_LENGTH).map(build_document)
+    chunks = grain.MapDataset.range(_STREAM_LENGTH).map(build_chunk)
     threads = max(read_threads, 1)
-    documents = documents.to_iter_dataset(
-        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads))
+    chunks = chunks.to_iter_dataset(grain.ReadOptions(num_threads=threads,
+                                                      prefetch_buffer_size=2 * threads))
+    documents = grain.experimental.FlatMapIterDataset(chunks, _Documents())
     self._dataset = packing.packed_rows(documents, cfg, global_batch).batch(global_batch)
     self._it = iter(self._dataset)
 

@@ -278,19 +278,24 @@ def make_train_iterator(data_cfg, *, batch_size: int, seed: int,
 
 
 class _DocumentBuilder:
-  """d -> document d of a packed task: the k examples at global positions [d k, (d+1) k)
-  of the shuffled training stream (GlobalOrder), preprocessed as one batch."""
+  """c -> the documents [c C, (c+1) C) of a packed task (C = `chunk`): document d is the k
+  examples at global positions [d k, (d+1) k) of the shuffled training stream
+  (GlobalOrder). A chunk's examples are preprocessed as one batch (one document at a time
+  cost 13x the input time of the unpacked task); the documents are the same either way."""
+
+  chunk = packed_iterator.DOCUMENTS_PER_CHUNK
 
   def __init__(self, source, preprocess, pack: packing.PackingConfig, seed: int):
     self.source, self.preprocess, self.pack, self.seed = source, preprocess, pack, seed
     self.order = GlobalOrder(len(source), seed, pack.pairs, 0, 1)
 
-  def __call__(self, d: int) -> dict[str, np.ndarray]:
-    k = self.pack.pairs
-    positions = np.arange(d * k, (d + 1) * k)
+  def __call__(self, c: int) -> list[dict[str, np.ndarray]]:
+    k, n = self.pack.pairs, self.chunk
+    positions = np.arange(c * n * k, (c + 1) * n * k)
     batch = _build(self.source, self.preprocess, self.order.indices(positions), positions,
                    self.seed)
-    return packing.document(self.pack, batch)
+    return [packing.document(self.pack, {key: v[d * k:(d + 1) * k] for key, v in batch.items()})
+            for d in range(n)]
 
 
 class _EvalBatch:
