@@ -1,12 +1,14 @@
 """Native multimodal models (NMM, Shukor et al. 2025) on the built-in world: captions
 generated from images by next-token prediction.
 
-Variants (so far only the tiny ones; issue 16's item 7 adds the full recipe, MoE and the
-interleaved data):
+Variants (so far only the tiny ones; issue 16's item 7 adds the full recipe and MoE):
   tiny_early  early fusion as a prefix-LM: the image a bidirectional prefix, the caption
               causal after it
   tiny_late   NMM's late fusion (`late_decoder`): an image encoder whose projected outputs
               are the prefix of a causal decoder over the caption
+  tiny_early_packed       tiny_early with image-caption pairs packed several to a row
+  tiny_early_interleaved  tiny_early on packed interleaved documents: 2 (image, caption)
+              pairs each, the images inline before their captions (NMM's interleaved data)
 One task, one objective: next_token over the caption with the image as context.
 Evaluator: the test-split loss (`default/loss/caption/loss`, its perplexity, token accuracy).
 """
@@ -15,7 +17,10 @@ import os
 
 import ml_collections as mlc
 
-VARIANTS = ("tiny_early", "tiny_late")
+VARIANTS = ("tiny_early", "tiny_late", "tiny_early_packed", "tiny_early_interleaved")
+# Packed rows (mmjax/data/packing.py): text tokens per row, image slots per row, and for the
+# interleaved documents the (image, caption) pairs of one document.
+PACKED_TEXT, PACKED_IMAGES, PAIRS_PER_DOCUMENT = 96, 3, 2
 
 
 def _mm_world():
@@ -42,6 +47,12 @@ def get_config(variant=None):
     c.tasks.default.objectives = mlc.ConfigDict(dict(
         caption=dict(type="next_token", modality="text", context=("image",), weight=1.0,
                      tied=False, z_loss=1e-4)))
+    if variant.endswith(("_packed", "_interleaved")):
+      kind = "interleaved" if variant.endswith("_interleaved") else "pairs"
+      scale = 1.5 if kind == "interleaved" else 1  # documents of 2 pairs: 2 or 3 a row
+      c.tasks.default.data.packing = mlc.ConfigDict(dict(
+          length=int(PACKED_TEXT * scale), images=int(PACKED_IMAGES * scale), kind=kind,
+          pairs_per_document=PAIRS_PER_DOCUMENT))
     c.evals = mlc.ConfigDict(dict(
         loss=dict(type="loss", task="default", split="test", every_steps=c.total_steps)))
   return c

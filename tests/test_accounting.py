@@ -4,6 +4,7 @@ multiplied by fake CPU devices)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +20,7 @@ from mmjax.perf import peak as perf
 from mmjax.models.model import build_model
 from mmjax.perf import flops
 from mmjax.training.step import init_state, make_train_step
-from tests.conftest import TINY
+from tests.conftest import ROOT, TINY
 
 WIDTH_128 = ["model.width=128", "model.num_heads=4", "model.mlp_dim=512", "model.embed_dim=128"]
 KINDS = {"image": "image", "video": "video", "audio": "audio", "text": "text"}
@@ -179,3 +180,27 @@ def test_active_parameters_leave_out_the_experts_a_token_is_not_sent_to():
   expert = 2 * spec.width * spec.mlp_dim + spec.mlp_dim + spec.width   # one expert's MLP
   moe_layers = sum(ffn.is_moe_layer(i) for i in range(spec.depth))
   assert total - active == moe_layers * (ffn.num_experts - ffn.top_k) * expert
+
+
+def test_analytic_flops_of_a_packed_row_agree_with_xla():
+  """A packed row (mmjax/data/packing.py) is one sequence of its slots' image tokens and its
+  text length, each token counted once; XLA counts the same compiled step."""
+  config = experiment.load(os.path.join(ROOT, "configs", "mm_world_nmm.py") + ":tiny_early_packed",
+                           WIDTH_128)
+  exp = experiment.parse(config)
+  objs, spec = exp.tasks["default"].objectives, exp.model
+  optimizer = optim.make_optimizer(config.optim, config.total_steps)
+  graphdef, params = nnx.split(build_model(spec, 0), nnx.Param)
+  state = jax.eval_shape(lambda: init_state(lambda: params, optimizer))
+  packing = config.tasks.default.data.packing
+  b, slots, length = 8, packing.images, packing.length
+  shapes = {"image": (b, slots, 32, 32, 3), "image_segment": (b, slots), "image_order": (b, slots),
+            "text": (b, length), "text_mask": (b, length), "text_segment": (b, length),
+            "text_order": (b, length), "text_position": (b, length)}
+  dtypes = {"image": jnp.float32, "text_mask": jnp.bool_}
+  abstract_batch = {k: jax.ShapeDtypeStruct(s, dtypes.get(k, jnp.int32)) for k, s in shapes.items()}
+  compiled = jax.jit(make_train_step(graphdef, objs, optimizer, 0)).lower(
+      state, abstract_batch).compile()
+  analytic, xla = flops.train_step_flops(spec, objs, shapes), perf.compiled_flops(compiled)
+  assert flops.tokens_per_step(spec, objs, shapes) == b * (slots * 16 + length)
+  assert abs(analytic / xla - 1) < 0.05, (analytic, xla)

@@ -20,6 +20,9 @@ def test_the_tiny_nmm_variants_parse():
     exp = experiment.parse(recipe.load(f"{NMM}:{variant}"))
     assert type(exp.model.fusion).__name__ == fusion
     assert [o.causal_modalities for o in exp.tasks["default"].objectives] == [("text",)]
+  for variant, kind in (("tiny_early_packed", "pairs"), ("tiny_early_interleaved", "interleaved")):
+    exp = experiment.parse(recipe.load(f"{NMM}:{variant}"))
+    assert exp.tasks["default"].data.packing.kind == kind
 
 
 @pytest.mark.slow

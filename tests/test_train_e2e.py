@@ -174,6 +174,23 @@ def test_moe_run_killed_then_resumed_is_bit_identical(world_dir, tmp_path):
   assert any(k.endswith("layer0/moe/dead_experts") for k in rows[-1])
 
 
+def packed_args(workdir, data_dir, *overrides) -> list[str]:
+  """The tiny next-token recipe on packed interleaved documents (mmjax/data/packing.py)."""
+  return ["--config", os.path.join(ROOT, "configs", "mm_world_nmm.py") + ":tiny_early_interleaved",
+          "--workdir", str(workdir), f"--config.tasks.default.data.data_dir={data_dir}",
+          *overrides]
+
+
+def test_packed_run_killed_then_resumed_is_bit_identical(world_dir, tmp_path):
+  """The packed pipeline's state (grain's packing state) is in the checkpoint: a run killed
+  after its first checkpoint continues the same packed rows."""
+  common = ["--config.checkpoint.every_steps=2", "--config.total_steps=6",
+            "--config.evals.loss.every_steps=100"]
+  killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, 6, args=packed_args)
+  with open(tmp_path / "killed" / "checkpoints" / "6" / "data" / "metadata") as f:
+    assert "packed" in json.load(f)["default"]  # grain's packing state, saved
+
+
 def test_sigterm_saves_and_exits_cleanly_then_resumes(world_dir, tmp_path):
   args = tiny_args(tmp_path, world_dir, "--config.total_steps=100000",
                    "--config.checkpoint.every_steps=50000")

@@ -105,6 +105,36 @@ def check_task(tname: str, task, settings, objectives, spec) -> None:
   _check_vocab(tname, task.data, spec, pipeline)
   task_checks.check_token_drop(tname, settings.token_drop, objectives, set(pp.keys()))
   check_attention(tname, objectives, spec)
+  check_packing(tname, pipeline.packing_config(task.data), settings, objectives, spec)
+
+
+def check_packing(tname: str, pack, settings, objectives, spec) -> None:
+  """A packed task (data.packing) needs a model that keeps its examples apart: one trunk
+  sequence with TokenInfo's segment mask (early fusion), no CLS token (one per row would
+  mix the examples), no token drop, and objectives that score tokens, not rows."""
+  if pack is None:
+    return
+  key = f"config.tasks.{tname}.data.packing"
+  trunk = TRUNKS.type_name(spec.fusion)
+  _need(trunk == "early", f"{key}: packed rows need config.model.fusion.type='early' (one "
+        f"sequence whose segment mask keeps the examples apart); got {trunk!r}: remove "
+        f"data.packing or use early fusion")
+  _need(spec.pool != "cls", f"{key}: config.model.pool='cls' adds one CLS token per row, "
+        f"which would see every packed example; use pool='mean' or remove data.packing")
+  _need(not settings.token_drop, f"{key}: token drop ({dict(settings.token_drop)}) is not "
+        f"supported on packed rows; remove one of the two")
+  routing = getattr(spec.ffn, "routing", "dropless") if isinstance(spec.ffn, MoeConfig) else ""
+  _need(routing in ("", "dropless"), f"{key}: config.model.ffn.routing={routing!r} drops "
+        f"tokens by capacity over the whole row, so one packed example's tokens would decide "
+        f"which of another's are processed; use routing='dropless' or remove data.packing")
+  for o in objectives:
+    kind = objectives_lib.OBJECTIVES.type_name(o)
+    _need(kind == "next_token", f"{key}: objective {o.name!r} ({kind}) scores whole rows, "
+          f"which hold several examples when packed; only next_token objectives score "
+          f"packed rows per token")
+  text = spec.modalities.get(pack.text)
+  _need(text is not None and text.kind == "text", f"{key}.text={pack.text!r} is not a text "
+        f"modality of config.model.modalities ({sorted(spec.modalities)})")
 
 
 def _causal_routing_problem(ffn) -> str | None:

@@ -106,6 +106,13 @@ class ModalitySpec:
     raise ValueError(f"modality kind {self.kind!r} has no patches")
 
 
+def _per_token(table_nd: jax.Array, positions_bn: jax.Array, kind: str) -> jax.Array:
+  """[B, N, D]: each token's row of the position table (the table covers the input's N)."""
+  if kind != "text":
+    raise ValueError(f"per-token positions are for text; a {kind} modality takes its grid's")
+  return jnp.take(table_nd, positions_bn, axis=0)
+
+
 class Embedder(nnx.Module):
   """Tokens for one modality: linear patch projection (or token lookup) + positions + type."""
 
@@ -136,11 +143,14 @@ class Embedder(nnx.Module):
     if cls_token:  # prepended to the tokens; its output is the modality's pooled vector
       self.cls = axes.param(rngs, init_normal(0.02), (width,), ("embed",), param_dtype)
 
-  def __call__(self, x: jax.Array, replace_mask_bn: jax.Array | None = None) -> jax.Array:
+  def __call__(self, x: jax.Array, replace_mask_bn: jax.Array | None = None,
+               positions_bn: jax.Array | None = None) -> jax.Array:
     """x: raw modality input -> tokens [B, N, D] in the compute dtype.
 
     replace_mask_bn: optional bool [B, N]; True tokens are replaced by a learned [MASK]
     embedding before positions are added (masked modelling).
+    positions_bn: optional int32 [B, N], text only: the position each token takes (a packed
+    row restarts them in every caption); default 0..N-1.
     """
     spec = self.spec
     if spec.kind == "text":
@@ -150,19 +160,23 @@ class Embedder(nnx.Module):
       tok = patches @ self.kernel[...].astype(self.dtype) + self.bias[...].astype(self.dtype)
     if replace_mask_bn is not None:
       tok = jnp.where(replace_mask_bn[..., None], self.mask_embedding[...].astype(self.dtype), tok)
-    in_shape = tuple(x.shape[1:])
-    grid = spec.grid(in_shape)
-    if self.posemb == "learn":
-      if spec.kind == "text":
-        pos = self.positions[...][: grid[0]]
-        if grid[0] > spec.shape[0]:
-          raise ValueError(f"text length {grid[0]} exceeds the model's max_len {spec.shape[0]}")
-      else:
-        pos = patchify.resize_positions(self.positions[...], spec.grid(), grid)
-    else:
-      pos = jnp.asarray(patchify.sincos_table(grid, tok.shape[-1]))
-    tok = tok + pos.astype(self.dtype)[None] + self.type_embedding[...].astype(self.dtype)
+    if positions_bn is None:
+      pos = self._position_table(spec.grid(tuple(x.shape[1:])), tok.shape[-1])[None]
+    else:  # per-token positions index the table of the model's own max_len
+      pos = _per_token(self._position_table(spec.grid(), tok.shape[-1]), positions_bn, spec.kind)
+    tok = tok + pos.astype(self.dtype) + self.type_embedding[...].astype(self.dtype)
     if self.cls_token:
       cls = (self.cls[...] + self.type_embedding[...]).astype(self.dtype)
       tok = jnp.concatenate([jnp.broadcast_to(cls, (tok.shape[0], 1, tok.shape[-1])), tok], 1)
     return axes.constrain(tok, ("batch", "length", "embed"))
+
+  def _position_table(self, grid: tuple[int, ...], width: int) -> jax.Array:
+    """[N, D]: the positions of an input whose token grid is `grid`."""
+    spec = self.spec
+    if self.posemb != "learn":
+      return jnp.asarray(patchify.sincos_table(grid, width))
+    if spec.kind != "text":
+      return patchify.resize_positions(self.positions[...], spec.grid(), grid)
+    if grid[0] > spec.shape[0]:
+      raise ValueError(f"text length {grid[0]} exceeds the model's max_len {spec.shape[0]}")
+    return self.positions[...][: grid[0]]

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from mmjax.models import logical_axes as axes
+from mmjax.models import packed_tokens
 from mmjax.models.aux_outputs import Aux
 from mmjax.models.embedders import Embedder
 from mmjax.models.heads import ContrastiveScale, Linear
@@ -111,6 +112,10 @@ class MultimodalModel(nnx.Module):
     order = sorted((m for m in ids if m in x.inputs), key=lambda m: m in x.causal)  # stable
     for m in order:
       modality_id = ids[m]
+      if packed_tokens.is_packed(x, m):
+        tokens[m], infos[m] = packed_tokens.packed_tokens(self.embedders[m], x, m,
+                                                          modality_id, replace.get(m))
+        continue
       tok = self.embedders[m](x.inputs[m], replace.get(m))
       b, n = tok.shape[:2]
       v = x.valid.get(m, jnp.ones((b, n - cls), bool))

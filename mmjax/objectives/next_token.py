@@ -5,8 +5,8 @@ bidirectional prefix before it: with early fusion a prefix-LM, with `late_decode
 late fusion (TokenInfo's mask; the trunk config refuses a trunk where this would not be
 sound, at validation). Position t's output predicts token t+1; the loss is the
 cross-entropy averaged over the valid targets (a target counts when it and the token
-before it are valid tokens of a present modality). The first token (BOS) is never a
-target: nothing in the text precedes it.
+before it are valid tokens of a present modality, and, in a packed row, of one example).
+The first token (BOS) is never a target: nothing in the text precedes it.
 
 tied: the unembedding is the modality's embedding table (scaled by width^-0.5), not a
   decoder of its own.
@@ -27,14 +27,30 @@ from mmjax.models.spec import Heads
 from mmjax.objectives import base
 
 
-def next_token_loss(logits_bnv, ids_bn, valid_bn, z_loss_weight: float = 0.0):
-  """(loss, metrics): logits at t score ids at t+1, averaged over the valid targets."""
+def target_weights(valid_bn, segment_bn=None):
+  """float [B, N-1]: 1 where the token at t+1 is a target of the output at t: both valid
+  and, in a packed row, of one example (a caption's first token is never predicted from
+  the example before it)."""
+  w = valid_bn[:, 1:] & valid_bn[:, :-1]
+  if segment_bn is not None:
+    w = w & (segment_bn[:, 1:] == segment_bn[:, :-1])
+  return w.astype(jnp.float32)
+
+
+def token_xent(logits_bnv, ids_bn):
+  """(cross-entropy [B, N-1] of the output at t scoring the id at t+1, log Z, logits)."""
   logits = logits_bnv[:, :-1].astype(jnp.float32)
-  target = ids_bn[:, 1:]
-  w = (valid_bn[:, 1:] & valid_bn[:, :-1]).astype(jnp.float32)
-  count = jnp.maximum(w.sum(), 1.0)
   log_z = jax.nn.logsumexp(logits, axis=-1)
-  xent = log_z - jnp.take_along_axis(logits, target[..., None], axis=-1)[..., 0]
+  xent = log_z - jnp.take_along_axis(logits, ids_bn[:, 1:, None], axis=-1)[..., 0]
+  return xent, log_z, logits
+
+
+def next_token_loss(logits_bnv, ids_bn, valid_bn, z_loss_weight: float = 0.0, segment_bn=None):
+  """(loss, metrics): logits at t score ids at t+1, averaged over the valid targets."""
+  target = ids_bn[:, 1:]
+  w = target_weights(valid_bn, segment_bn)
+  count = jnp.maximum(w.sum(), 1.0)
+  xent, log_z, logits = token_xent(logits_bnv, ids_bn)
   xent_mean = jnp.sum(xent * w) / count
   metrics = {"perplexity": jnp.exp(xent_mean),
              "token_acc": jnp.sum((jnp.argmax(logits, -1) == target) * w) / count}
@@ -98,5 +114,5 @@ class NextToken:
       valid_bn = valid_bn & x.present[m][:, None]
     enc = model.encode(x)
     logits = model.decode(enc.tokens[m], self.head_name)
-    loss, metrics = next_token_loss(logits, ids, valid_bn, self.z_loss)
+    loss, metrics = next_token_loss(logits, ids, valid_bn, self.z_loss, x.segment.get(m))
     return loss, metrics, enc.aux

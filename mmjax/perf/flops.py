@@ -35,6 +35,13 @@ and the heads of the objective:
   next-token decoder     2 * N * d * vocab per example (every text token is decoded, the
                          last one too; a tied unembedding costs the same)
 
+A packed row (mmjax/data/packing.py) is counted as what it is: one sequence of its
+length. B is its rows, a packed image modality's N is its slots times an image's tokens,
+and the text's N is the row's length; every token of the row counts once, whichever
+example it belongs to (the examples of a step vary with packing; its tokens do not).
+Attention is counted over the whole row, L^2, as it is computed: the segment mask, like
+the causal one, removes nothing from the work.
+
 Causal and prefix-LM attention are counted as full attention, S^2 per sequence: that is
 what runs. The mask is data (TokenInfo) and jax.nn.dot_product_attention computes every
 query-key score and then masks, so the masked half is computed work, as text padding is.
@@ -73,7 +80,11 @@ def pass_tokens(spec, modalities: Sequence[str], batch_shapes: Mapping[str, tupl
   token_drop = token_drop or {}
   out = {}
   for m in modalities:
-    n = spec.modalities[m].num_tokens(tuple(batch_shapes[m][1:]))
+    s, shape = spec.modalities[m], tuple(batch_shapes[m][1:])
+    if len(shape) == len(s.shape) + 1:  # a packed row's image slots: [S, H, W, C]
+      n = shape[0] * s.num_tokens(shape[1:])
+    else:
+      n = s.num_tokens(shape)
     out[m] = kept_tokens(n, token_drop[m]) if m in token_drop else n
   return out
 
