@@ -65,8 +65,8 @@ class RetrievalConfig:
     check(self.a != self.b, "b", f"a and b are both {self.a!r}; name two modalities")
     check(self.rank_by in RANKINGS, "rank_by", f"valid: {', '.join(map(repr, RANKINGS))}")
     check(not self.b_with or self.rank_by == "volume", "b_with",
-          f"is {self.b_with!r}, but rank_by={self.rank_by!r} compares two modalities; "
-          f"set rank_by='volume' or b_with=()")
+          f"rank_by={self.rank_by!r} compares two modalities; set rank_by='volume' "
+          f"or b_with=()")
     gallery = (self.b,) + tuple(self.b_with)
     check(self.a not in gallery and len(set(gallery)) == len(gallery), "b_with",
           f"gallery {gallery!r} must name distinct modalities other than a={self.a!r}")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-# Below this Gram determinant the volume is taken as 0, with a zero gradient. The
-# derivative of sqrt is infinite at 0, and in float32 the determinant of n coincident
-# unit vectors comes out as a few 1e-8 of either sign; sqrt(1e-12) = 1e-6 is the largest
-# error this makes in a volume.
+# Below this Gram determinant the volume is taken as 0, with a zero gradient: the
+# derivative of sqrt is infinite at 0, where an exactly dependent set lands, and rounding
+# can make the determinant slightly negative. sqrt(1e-12) = 1e-6 is the largest error this
+# adds to a volume. (Rounding itself limits float32: the determinant of coincident unit
+# vectors comes out near 1e-7, a volume near 3e-4, whose gradient is large but finite.)
 _MIN_DET = 1e-12
 
 

@@ -19,8 +19,7 @@ def check_head(logits: str, rank) -> None:
   """The checks of the `logits` and `rank` fields classification and matching share."""
   check(logits in LOGITS, "logits", f"valid: {', '.join(map(repr, LOGITS))}")
   check(isinstance(rank, int) and not isinstance(rank, bool) and rank > 0, "rank",
-        f"is {rank!r}; the rank of LMF's weight tensor must be a positive integer "
-        f"(the paper uses 4 to 16)")
+        "the rank of LMF's weight tensor must be a positive integer (the paper uses 4 to 16)")
 
 
 def class_head(head: str, num_classes: int, logits: str, modalities, rank: int) -> Heads:

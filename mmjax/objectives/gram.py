@@ -46,8 +46,8 @@ class Gram:
 
   def __post_init__(self):
     check(len(self.others) >= 1, "others",
-          f"is {self.others!r}: a volume needs n >= 2 modalities; name at least one modality "
-          f"besides the anchor {self.anchor!r}")
+          f"a volume needs n >= 2 modalities; name at least one modality besides the "
+          f"anchor {self.anchor!r}")
     check(self.anchor not in self.others, "others",
           f"contains the anchor {self.anchor!r}; name the other modalities")
     check(len(set(self.others)) == len(self.others), "others",
