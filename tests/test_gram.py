@@ -143,3 +143,35 @@ def test_retrieval_by_volume_ranks_the_set_that_spans_least():
 def test_bad_retrieval_configs(kw, message):
   with pytest.raises(ValueError, match=message):
     EVALUATORS.parse(dict(type="retrieval", a="text", b="image", **kw), "evals.r")
+
+
+RECIPE = "configs/mm_world_seed_methods.py"
+
+
+@pytest.mark.parametrize("variant", ["gram", "tiny_gram", "gram_pairwise", "tiny_gram_pairwise"])
+def test_gram_recipes_align_text_with_three_modalities(variant):
+  from mmjax import experiment
+  exp = experiment.parse(experiment.load(f"{RECIPE}:{variant}"))
+  objs = exp.tasks["default"].objectives
+  if variant.endswith("pairwise"):  # the baseline: one InfoNCE per pair, weights equal
+    assert sorted((o.a, o.b, o.weight) for o in objs) == [
+        ("text", m, 1.0) for m in ("audio", "image", "video")]
+  else:
+    (gram,) = objs
+    assert gram.anchor == "text" and set(gram.others) == {"image", "audio", "video"}
+  volume = exp.evals["retrieval_volume"]
+  assert (volume.rank_by, volume.gallery) == ("volume", ("image", "audio", "video"))
+
+
+@pytest.mark.slow
+def test_tiny_gram_trains_and_ranks_by_volume_from_the_command_line(tmp_path, world_dir):
+  import json
+  from tests.conftest import run_cli
+  run_cli("mmjax.train", ["--config", f"{RECIPE}:tiny_gram", "--workdir", str(tmp_path),
+                          f"--config.tasks.default.data.data_dir={world_dir}"])
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  losses = [r["default/gram/loss"] for r in rows if "default/gram/loss" in r]
+  assert len(losses) >= 2 and all(np.isfinite(losses))
+  (final,) = [r for r in rows if "default/retrieval_volume/num_examples" in r]
+  assert final["default/retrieval_volume/num_examples"] == 256.0  # the tiny test split
+  assert 0.0 <= final["default/retrieval_volume/text_to_image+audio+video/r@1"] <= 1.0

@@ -90,3 +90,44 @@ def test_a_rank_below_one_is_refused(cfg, rank):
   with pytest.raises(ValueError, match=f"o.rank={rank}: the rank of LMF's weight tensor "
                                        "must be a positive integer"):
     objectives.make_objective("o", dict(cfg, rank=rank), kinds)
+
+
+RECIPE = "configs/mm_world_seed_methods.py"
+
+
+@pytest.mark.parametrize("variant", ["lmf", "tiny_lmf", "lmf_concat_mlp", "tiny_lmf_concat_mlp"])
+def test_lmf_recipes_differ_only_in_the_head(variant):
+  from mmjax import experiment
+  exp = experiment.parse(experiment.load(f"{RECIPE}:{variant}"))
+  (label,) = exp.tasks["default"].objectives
+  assert (label.inputs, label.num_classes) == (("video", "audio"), 20)
+  assert label.logits == ("lmf" if variant.endswith("lmf") else "concat_mlp")
+  assert type(exp.model.fusion).__name__ == "LateFusionConfig"  # the head does the fusing
+  assert sorted(exp.model.modalities) == ["audio", "video"]
+
+
+@pytest.mark.slow
+def test_tiny_lmf_trains_and_is_scored_from_the_command_line(tmp_path, world_dir):
+  import json
+  from tests.conftest import run_cli
+  run_cli("mmjax.train", ["--config", f"{RECIPE}:tiny_lmf", "--workdir", str(tmp_path),
+                          f"--config.tasks.default.data.data_dir={world_dir}"])
+  rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  losses = [r["default/av_label/loss"] for r in rows if "default/av_label/loss" in r]
+  assert len(losses) >= 2 and all(np.isfinite(losses))
+  (final,) = [r for r in rows if "default/classification/num_examples" in r]
+  assert final["default/classification/num_examples"] == 256.0
+  assert 0.0 <= final["default/classification/accuracy"] <= 1.0
+
+
+def test_one_head_name_cannot_be_both_linear_and_fused():
+  kinds = {n: s.kind for n, s in MODALITIES.items()}
+  make = lambda name, **kw: objectives.make_objective(
+      name, dict(type="classification", inputs=("video", "audio"), num_classes=5, **kw), kinds)
+  with pytest.raises(ValueError, match="head 'label' is linear for objective 'a' but a fused "
+                                       "'lmf' head elsewhere"):
+    objectives.heads_for([make("a"), make("b", logits="lmf")])
+  with pytest.raises(ValueError, match="head 'label' is used as"):
+    objectives.heads_for([make("a", logits="lmf", rank=2), make("b", logits="lmf", rank=3)])
+  heads = objectives.heads_for([make("a", logits="lmf"), make("b", logits="lmf")])
+  assert heads.fused_heads["label"].rank == 4  # the same head, shared
