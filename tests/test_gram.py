@@ -170,7 +170,7 @@ def test_tiny_gram_trains_and_ranks_by_volume_from_the_command_line(tmp_path, wo
   run_cli("mmjax.train", ["--config", f"{RECIPE}:tiny_gram", "--workdir", str(tmp_path),
                           f"--config.tasks.default.data.data_dir={world_dir}"])
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  losses = [r["default/gram/loss"] for r in rows if "default/gram/loss" in r]
+  losses = [r["train/default/gram/loss"] for r in rows if "train/default/gram/loss" in r]
   assert len(losses) >= 2 and all(np.isfinite(losses))
   (final,) = [r for r in rows if "default/retrieval_volume/num_examples" in r]
   assert final["default/retrieval_volume/num_examples"] == 256.0  # the tiny test split

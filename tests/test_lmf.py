@@ -113,7 +113,7 @@ def test_tiny_lmf_trains_and_is_scored_from_the_command_line(tmp_path, world_dir
   run_cli("mmjax.train", ["--config", f"{RECIPE}:tiny_lmf", "--workdir", str(tmp_path),
                           f"--config.tasks.default.data.data_dir={world_dir}"])
   rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
-  losses = [r["default/av_label/loss"] for r in rows if "default/av_label/loss" in r]
+  losses = [r["train/default/av_label/loss"] for r in rows if "train/default/av_label/loss" in r]
   assert len(losses) >= 2 and all(np.isfinite(losses))
   (final,) = [r for r in rows if "default/classification/num_examples" in r]
   assert final["default/classification/num_examples"] == 256.0
