@@ -1,4 +1,5 @@
-"""Cross-modal retrieval (R@1, R@5, both directions) between any two modalities."""
+"""Cross-modal retrieval (R@1, R@5, both directions) between any two modalities, or between
+one modality and a set of others ranked by the volume they span (GRAM)."""
 from __future__ import annotations
 
 import dataclasses
@@ -7,6 +8,9 @@ import numpy as np
 
 from mmjax.config.registry import check
 from mmjax.evaluators.common import EvalContext, gather, strip_private
+from mmjax.models.volume import volume_matrix
+
+RANKINGS = ("cosine", "volume")
 
 
 def recall_at_k(sim_qg: np.ndarray, query_content: np.ndarray, gallery_content: np.ndarray,
@@ -37,6 +41,11 @@ class RetrievalConfig:
   """Embeds every example's `a` and `b` alone (the `embed/<m>` predict functions) and ranks
   by cosine similarity. Examples missing `a` or `b` are left out of queries and gallery.
 
+  rank_by: "cosine", or "volume": the gallery item is the set (b, *b_with) of an example,
+  scored against query a by minus the volume of a with the set's embeddings
+  (mmjax/models/volume.py; for n = 2, sqrt(1 - cos^2)). Metrics name the gallery side
+  "b+c+..." when b_with is set.
+
   shuffle: a control; permutes modality `b` across examples before embedding, so a
   model that really uses `b` scores at chance.
   """
@@ -48,10 +57,23 @@ class RetrievalConfig:
   shuffle: bool = False
   every_steps: int = 1000
   seed: int = 0
+  rank_by: str = "cosine"
+  b_with: tuple[str, ...] = ()  # more gallery modalities, with b (volume only)
 
   def __post_init__(self):
     check(self.every_steps > 0, "every_steps", "must be a positive integer")
     check(self.a != self.b, "b", f"a and b are both {self.a!r}; name two modalities")
+    check(self.rank_by in RANKINGS, "rank_by", f"valid: {', '.join(map(repr, RANKINGS))}")
+    check(not self.b_with or self.rank_by == "volume", "b_with",
+          f"rank_by={self.rank_by!r} compares two modalities; set rank_by='volume' "
+          f"or b_with=()")
+    gallery = (self.b,) + tuple(self.b_with)
+    check(self.a not in gallery and len(set(gallery)) == len(gallery), "b_with",
+          f"gallery {gallery!r} must name distinct modalities other than a={self.a!r}")
+
+  @property
+  def gallery(self) -> tuple[str, ...]:
+    return (self.b,) + tuple(self.b_with)
 
   def check(self, predict_names, key: str) -> None:
     del predict_names, key  # every task has `embed/<m>` for each modality of the model
@@ -66,8 +88,9 @@ class Retrieval:
     self.name, self.ctx = name, ctx
     self.task, self.a, self.b, self.split = cfg.task, cfg.a, cfg.b, cfg.split
     self.content_key, self.shuffle, self.seed = cfg.content_key, cfg.shuffle, cfg.seed
-    self.every_steps = cfg.every_steps
-    self._embed = {m: ctx.jit(ctx.predict(self.task, f"embed/{m}")) for m in (self.a, self.b)}
+    self.every_steps, self.rank_by, self.gallery = cfg.every_steps, cfg.rank_by, cfg.gallery
+    self._embed = {m: ctx.jit(ctx.predict(self.task, f"embed/{m}"))
+                   for m in (self.a,) + self.gallery}
 
   def _pairs(self):
     """(batch for side a, batch for side b): the same batch unless `shuffle`."""
@@ -92,29 +115,39 @@ class Retrieval:
   def _usable(self, batch) -> np.ndarray:
     """Host rows that are real (not padding) and have both modalities."""
     keep = batch["_valid"].copy()
-    for m in (self.a, self.b):
+    for m in (self.a,) + self.gallery:
       if f"{m}_present" in batch:
         keep &= batch[f"{m}_present"]
     return keep
 
   def _collect(self, params):
-    za, zb, content = [], [], []
+    """({modality: embeddings [N,E]} of a and the gallery modalities, content ids [N])."""
+    z, content = {m: [] for m in self._embed}, []
     for batch_a, batch_b in self._pairs():
       keep = gather(self._usable(batch_a))
-      za.append(gather(self._embed[self.a](params, self.ctx.to_device(strip_private(batch_a))))[keep])
-      zb.append(gather(self._embed[self.b](params, self.ctx.to_device(strip_private(batch_b))))[keep])
+      for m in z:
+        batch = batch_b if m == self.b else batch_a
+        z[m].append(gather(self._embed[m](params, self.ctx.to_device(strip_private(batch))))[keep])
       if self.content_key in batch_a:
         content.append(gather(batch_a[self.content_key])[keep])
-    za, zb = np.concatenate(za), np.concatenate(zb)
-    content = np.concatenate(content) if content else np.arange(len(za))
-    return za, zb, content
+    z = {m: np.concatenate(v) for m, v in z.items()}
+    content = np.concatenate(content) if content else np.arange(len(z[self.a]))
+    return z, content
+
+  def _similarity(self, z) -> np.ndarray:
+    """[N_a, N_gallery]: higher is closer."""
+    if self.rank_by == "volume":
+      others = np.stack([z[m] for m in self.gallery])
+      return -np.asarray(volume_matrix(z[self.a], others), np.float64)
+    return z[self.a].astype(np.float64) @ z[self.b].astype(np.float64).T
 
   def run(self, params):
-    za, zb, content = self._collect(params)
-    sim = za.astype(np.float64) @ zb.astype(np.float64).T
+    z, content = self._collect(params)
+    za, sim = z[self.a], self._similarity(z)
     prefix = f"{self.task}/{self.name}"
     ids = np.arange(len(za))
-    for q, g, s in ((self.a, self.b, sim), (self.b, self.a, sim.T)):
+    gallery = "+".join(self.gallery)
+    for q, g, s in ((self.a, gallery, sim), (gallery, self.a, sim.T)):
       for k in (1, 5):
         yield f"{prefix}/{q}_to_{g}/r@{k}", recall_at_k(s, content, content, k, self.seed)
       yield f"{prefix}/{q}_to_{g}/r@1_exact_item", recall_at_k(s, ids, ids, 1, self.seed)

@@ -18,6 +18,7 @@ from mmjax.models import logical_axes as axes
 from mmjax.models import packed_tokens
 from mmjax.models.aux_outputs import Aux
 from mmjax.models.embedders import Embedder
+from mmjax.models.fusion_heads import build_fused_head
 from mmjax.models.heads import ContrastiveScale, Linear
 from mmjax.models.model_inputs import ModelInputs
 from mmjax.models.spec import ModelSpec
@@ -88,12 +89,17 @@ class MultimodalModel(nnx.Module):
         m: Linear(spec.width, spec.embed_dim, ("embed", None), **kw) for m in heads.projections})
     self.scales = nnx.Dict({n: ContrastiveScale(rngs=rngs) for n in heads.contrastive_scales})
     self.classifiers = nnx.Dict({
-        n: Linear(spec.width, k, ("embed", None), zero_init=True, **kw)
-        for n, k in heads.class_heads.items()})
+        n: self._classifier(n, k, kw) for n, k in heads.class_heads.items()})
     # Keyed by head name: two objectives on one modality share a decoder only if they name
     # the same head (a masked objective's default head is its modality's name).
     self.decoders = nnx.Dict({h: self._decoder(m, kw) for h, m in heads.decoders.items()
                               if h not in heads.tied})
+
+  def _classifier(self, head: str, num_classes: int, kw):
+    fused = self.spec.heads.fused_heads.get(head)
+    if fused is not None:
+      return build_fused_head(fused, self.spec.width, num_classes, **kw)
+    return Linear(self.spec.width, num_classes, ("embed", None), zero_init=True, **kw)
 
   def _decoder(self, modality, kw):
     s = self.spec.modalities[modality]
@@ -171,8 +177,13 @@ class MultimodalModel(nnx.Module):
                    per_modality: bool = False) -> tuple[jax.Array, Aux]:
     """The modalities of `x` encoded jointly -> logits [B,K] of classification head `head`:
     of the joint pooled vector, or (per_modality, as MBT) the mean of each present
-    modality's logits."""
+    modality's logits; a fused head (Heads.fused_heads: LMF, concat + MLP) reads the
+    pooled vector of each of its modalities."""
     enc = self.encode(x)
+    fused = self.spec.heads.fused_heads.get(head)
+    if fused is not None:
+      pooled = [enc.pooled[m] for m in fused.modalities]
+      return self.classifiers[head](pooled).astype(jnp.float32), enc.aux
     classify = lambda v: self.classifiers[head](v).astype(jnp.float32)
     if not per_modality:
       return classify(enc.joint), enc.aux

@@ -14,6 +14,7 @@ from mmjax.config.registry import FieldError, check, parse_dataclass
 from mmjax.models.embedders import ModalitySpec
 from mmjax.models.ffn import FFNS
 from mmjax.models.ffn.mlp import MlpConfig
+from mmjax.models.fusion_heads import FusedHead
 from mmjax.models.trunks import TRUNKS
 from mmjax.models.trunks.early import EarlyFusionConfig
 from mmjax.models.trunks.remat import CHOICES as REMATS
@@ -27,6 +28,9 @@ DTYPES = ("float32", "bfloat16", "float16")
 class Heads:
   """The output heads the objectives train (see mmjax.objectives.heads_for)."""
   class_heads: Mapping[str, int] = dataclasses.field(default_factory=dict)  # head -> classes
+  # class heads (of `class_heads`) that fuse per-modality pooled vectors themselves (LMF,
+  # concat + MLP) instead of a linear map of the joint vector
+  fused_heads: Mapping[str, FusedHead] = dataclasses.field(default_factory=dict)
   projections: tuple[str, ...] = ()         # modalities with a contrastive projection
   contrastive_scales: tuple[str, ...] = ()  # learned temperatures, by head name
   # decoder head name -> the modality it predicts (a masked objective's head defaults to

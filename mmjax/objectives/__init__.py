@@ -23,13 +23,14 @@ from mmjax.models.model_inputs import ModelInputs, model_inputs
 from mmjax.models.spec import Heads
 from mmjax.objectives.classification import Classification
 from mmjax.objectives.contrastive import Contrastive
+from mmjax.objectives.gram import Gram
 from mmjax.objectives.masked import Masked
 from mmjax.objectives.matching import Matching
 from mmjax.objectives.next_token import NextToken
 
 OBJECTIVES = Registry("objective", {
     "contrastive": Contrastive, "classification": Classification, "masked": Masked,
-    "matching": Matching, "next_token": NextToken})
+    "matching": Matching, "next_token": NextToken, "gram": Gram})
 
 
 def causal_modalities(objective) -> tuple[str, ...]:
@@ -66,14 +67,17 @@ def _merged(into: dict, new: Mapping, message: str) -> None:
 
 def heads_for(objectives) -> Heads:
   """Union of the heads the objectives need. Objectives that name the same head share it."""
-  class_heads, decoders, projections, scales = {}, {}, (), ()
-  tied, untied = {}, set()
+  class_heads, fused, decoders, projections, scales = {}, {}, {}, (), ()
+  tied, untied, linear = {}, set(), {}
   for o in objectives:
     h = o.heads()
     tied.update((head, o.name) for head in h.tied)
     untied.update((head, o.name) for head in h.decoders if head not in h.tied)
     _merged(class_heads, h.class_heads, "classification head {head!r} is used with {old} and "
             "{new} classes; give one of the objectives its own `head` name")
+    _merged(fused, h.fused_heads, "classification head {head!r} is used as {old} and {new}; "
+            "give one of the objectives its own `head` name")
+    linear.update((head, o.name) for head in h.class_heads if head not in h.fused_heads)
     _merged(decoders, h.decoders, "decoder head {head!r} would predict both {old!r} and "
             "{new!r}; give one of the objectives its own `head` name")
     projections += h.projections
@@ -83,8 +87,13 @@ def heads_for(objectives) -> Heads:
       raise ConfigError(f"decoder head {head!r} is tied to the embedding table for objective "
                         f"{tied[head]!r} but has its own weights for {name!r}; give one of "
                         f"the objectives its own `head` name")
+  for head, name in sorted(linear.items()):
+    if head in fused:
+      raise ConfigError(f"classification head {head!r} is linear for objective {name!r} but "
+                        f"a fused {fused[head].kind!r} head elsewhere; give one of the "
+                        f"objectives its own `head` name")
   unique = lambda t: tuple(dict.fromkeys(t))
-  return Heads(class_heads=class_heads, projections=unique(projections),
+  return Heads(class_heads=class_heads, fused_heads=fused, projections=unique(projections),
                contrastive_scales=unique(scales), decoders=decoders, tied=tuple(sorted(tied)))
 
 

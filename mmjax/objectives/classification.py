@@ -7,11 +7,28 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config.registry import check
+from mmjax.models.fusion_heads import KINDS as FUSED_KINDS, FusedHead
 from mmjax.models.spec import Heads
 from mmjax.objectives import base
 
 
-LOGITS = ("joint", "modality_mean")
+LOGITS = ("joint", "modality_mean") + FUSED_KINDS
+
+
+def check_head(logits: str, rank) -> None:
+  """The checks of the `logits` and `rank` fields classification and matching share."""
+  check(logits in LOGITS, "logits", f"valid: {', '.join(map(repr, LOGITS))}")
+  check(isinstance(rank, int) and not isinstance(rank, bool) and rank > 0, "rank",
+        "the rank of LMF's weight tensor must be a positive integer (the paper uses 4 to 16)")
+
+
+def class_head(head: str, num_classes: int, logits: str, modalities, rank: int) -> Heads:
+  """The head of a classifying objective: a linear classifier, or a fused head (LMF,
+  concat + MLP) over the pooled vectors of `modalities`."""
+  fused = {}
+  if logits in FUSED_KINDS:
+    fused = {head: FusedHead(kind=logits, modalities=tuple(modalities), rank=rank)}
+  return Heads(class_heads={head: num_classes}, fused_heads=fused)
 
 
 def softmax_xent(logits_bk, labels_b):
@@ -26,7 +43,9 @@ class Classification:
   head: the classifier's name; "" = the label key, so objectives on one label share a
   classifier unless they name their own, and renaming the objective keeps its head.
   logits: "joint" classifies the joint pooled vector; "modality_mean" averages the logits
-  of each present modality's pooled vector (MBT).
+  of each present modality's pooled vector (MBT); "lmf" fuses the modalities' pooled
+  vectors by low-rank tensor fusion of rank `rank` (mmjax/models/fusion_heads.py);
+  "concat_mlp" by an MLP on their concatenation (LMF's baseline).
   """
   name: str
   inputs: tuple[str, ...] = ()
@@ -35,9 +54,10 @@ class Classification:
   weight: float = 1.0
   head: str = ""
   logits: str = "joint"
+  rank: int = 4
 
   def __post_init__(self):
-    check(self.logits in LOGITS, "logits", f"valid: {', '.join(map(repr, LOGITS))}")
+    check_head(self.logits, self.rank)
     check(isinstance(self.num_classes, int) and self.num_classes >= 2, "num_classes",
           "need >= 2")
     check(len(self.inputs) > 0, "inputs", "is empty; name the modalities to fuse")
@@ -57,7 +77,8 @@ class Classification:
     return base.needed_keys(self.modalities) + [self.label]
 
   def heads(self):
-    return Heads(class_heads={self.head_name: self.num_classes})
+    return class_head(self.head_name, self.num_classes, self.logits, self.modalities,
+                      self.rank)
 
   def compute_logits(self, model, batch, inputs=None):
     """(logits [B,K], aux) of this objective's head."""

@@ -24,9 +24,14 @@ def _kept(keep_b, b):
 
 def softmax_infonce(za_bd, zb_bd, scale, keep_b=None):
   """Symmetric InfoNCE over in-batch negatives (CLIP). Returns (loss, logits_ab)."""
-  b = za_bd.shape[0]
+  return symmetric_softmax_xent(scale * za_bd @ zb_bd.T, keep_b)
+
+
+def symmetric_softmax_xent(logits, keep_b=None):
+  """Mean of the row-wise (a->b) and column-wise (b->a) softmax cross-entropies of square
+  logits [B,B] whose diagonal holds the positives. Returns (loss, masked logits)."""
+  b = logits.shape[0]
   keep = _kept(keep_b, b)
-  logits = scale * za_bd @ zb_bd.T
   pair = keep[:, None] & keep[None, :]
   # A dropped row keeps only its own diagonal (so every softmax stays finite) and is then
   # left out of the mean; kept rows never see dropped columns.

@@ -15,9 +15,8 @@ import jax
 import jax.numpy as jnp
 
 from mmjax.config.registry import check
-from mmjax.models.spec import Heads
 from mmjax.objectives import base
-from mmjax.objectives.classification import LOGITS
+from mmjax.objectives.classification import check_head, class_head
 
 
 def negative_partners(content_b: jax.Array, max_shift: int) -> tuple[jax.Array, jax.Array]:
@@ -40,13 +39,14 @@ class Matching:
   max_shift: int = 8               # how far in the batch to look for a negative partner
   weight: float = 1.0
   head: str = ""                   # "" = "match_<text>_<inputs>"
-  logits: str = "joint"            # or "modality_mean" (per-modality logits averaged)
+  logits: str = "joint"            # as classification's: modality_mean | lmf | concat_mlp
+  rank: int = 4                    # lmf only
 
   def __post_init__(self):
     check(len(self.inputs) > 0, "inputs", "is empty; name the modalities to match the text to")
     check(self.text not in self.inputs, "inputs", f"contains the text modality {self.text!r}")
     check(isinstance(self.max_shift, int) and self.max_shift >= 1, "max_shift", "must be >= 1")
-    check(self.logits in LOGITS, "logits", f"valid: {', '.join(map(repr, LOGITS))}")
+    check_head(self.logits, self.rank)
 
   @property
   def modalities(self):
@@ -64,7 +64,7 @@ class Matching:
     return base.needed_keys(self.modalities) + [self.content_key]
 
   def heads(self):
-    return Heads(class_heads={self.head_name: 1})
+    return class_head(self.head_name, 1, self.logits, self.modalities, self.rank)
 
   def pairs(self, batch, inputs):
     """(inputs of 2B rows: positives then negatives, label [2B], usable [2B])."""

@@ -104,13 +104,25 @@ def trunk_pass_flops(spec, tokens: Mapping[str, int]) -> tuple[float, float]:
   return embed, blocks + sum(tokens.values()) * 8.0 * d + spec.fusion.extra_flops(tokens, d)
 
 
+def _class_head_flops(d: int, fused, k: int) -> float:
+  """Of one class head: linear on the joint vector, or a fused head over M modalities
+  (LMF: M rank-r factor maps of [z;1] and the product; concat + MLP: M*d -> d -> k)."""
+  if fused is None:
+    return 2.0 * d * k
+  m = len(fused.modalities)
+  if fused.kind == "lmf":
+    return 2.0 * fused.rank * m * (d + 1) * k + 2.0 * fused.rank * k
+  return 2.0 * m * d * d + 2.0 * d * k
+
+
 def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:
   """Forward FLOPs per example of an objective's heads (`objective.heads()`); `rows` is
   the number of examples scored against each other (a microbatch) for contrastive logits."""
   d, flops = spec.width, 0.0
   flops += sum(2.0 * d * spec.embed_dim for _ in heads.projections)
   flops += sum(2.0 * rows * spec.embed_dim for _ in heads.contrastive_scales)
-  flops += sum(2.0 * d * k for k in heads.class_heads.values())
+  flops += sum(_class_head_flops(d, heads.fused_heads.get(n), k)
+               for n, k in heads.class_heads.items())
   for m in heads.decoders.values():  # head name -> the modality it predicts
     s = spec.modalities[m]
     out = s.vocab_size if s.kind == "text" else s.patch_dim()
