@@ -1,0 +1,140 @@
+"""Cached decoding (mmjax/models/decoding.py): the KV cache equals recomputing the whole
+sequence (same tokens, logits within 1e-5 in float32) for early prefix-LM and late fusion,
+for greedy and sampled decoding, prompts of different lengths and EOS; sampling's top-k
+against numpy; the refusals."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from mmjax.config.registry import FieldError
+from mmjax.models import decoding
+from mmjax.models.decoding import Sampling
+from mmjax.models.embedders import ModalitySpec
+from mmjax.models.ffn.moe import MoeConfig
+from mmjax.models.ffn.mlp import MlpConfig
+from mmjax.models.model import build_model
+from mmjax.models.model_inputs import ModelInputs
+from mmjax.models.spec import Heads, ModelSpec
+from mmjax.models.trunks.bottleneck import BottleneckFusionConfig
+from mmjax.models.trunks.early import EarlyFusionConfig
+from mmjax.models.trunks.late_decoder import LateDecoderConfig
+
+VOCAB, N_TEXT, EOS = 13, 10, 2
+SPECS = {"image": ModalitySpec("image", (8, 8, 3), (4,)),
+         "text": ModalitySpec("text", (N_TEXT,), (), VOCAB)}
+
+
+def make_model(fusion, ffn=MlpConfig(), posemb="learn"):
+  spec = ModelSpec(modalities=SPECS, width=16, depth=2, num_heads=2, mlp_dim=32,
+                   fusion=fusion, ffn=ffn, posemb=posemb, dtype="float32",
+                   heads=Heads(decoders={"next": "text"}))
+  return build_model(spec, 0)
+
+
+def prompts(b=3):
+  rng = np.random.default_rng(0)
+  image = jnp.asarray(rng.normal(size=(b, 8, 8, 3)), jnp.float32)
+  ids = jnp.asarray(rng.integers(3, VOCAB, size=(b, N_TEXT)), jnp.int32).at[:, 0].set(1)
+  return ModelInputs(inputs={"image": image}), ids, jnp.asarray([1, 3, 2][:b], jnp.int32)
+
+
+def run(model, cached, sampling=Sampling(), eos=EOS):
+  graphdef, state = nnx.split(model)
+  context, ids, lens = prompts()
+
+  @jax.jit
+  def go(state, rng):
+    return decoding.generate(nnx.merge(graphdef, state), context, ids, lens, modality="text",
+                             head="next", eos_id=eos, sampling=sampling, rng=rng,
+                             cached=cached)
+  return jax.device_get(go(state, jax.random.key(3)))
+
+
+FUSIONS = {"early": EarlyFusionConfig(), "late_decoder": LateDecoderConfig(encoder_depth=1)}
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+@pytest.mark.parametrize("sampling", [Sampling(), Sampling(temperature=1.5, top_k=5)],
+                         ids=["greedy", "top5"])
+def test_cache_equals_recompute(fusion, sampling):
+  model = make_model(FUSIONS[fusion])
+  # eos = -1: no row stops, so every position of the buffer is generated and compared.
+  for eos in (-1, EOS):
+    fast, slow = run(model, True, sampling, eos), run(model, False, sampling, eos)
+    np.testing.assert_array_equal(fast.ids, slow.ids)
+    np.testing.assert_array_equal(fast.length, slow.length)
+    np.testing.assert_allclose(fast.logits, slow.logits, atol=1e-5, rtol=0)
+  assert np.abs(fast.logits[:, -2]).sum() > 0  # the last scoring position was computed
+  _, ids, lens = prompts()
+  for b, n in enumerate(np.asarray(lens)):  # prompts are kept
+    np.testing.assert_array_equal(fast.ids[b, :n], np.asarray(ids)[b, :n])
+
+
+def test_cache_equals_recompute_sincos_and_dropless_moe():
+  moe = MoeConfig(num_experts=4, top_k=1, routing="dropless")
+  fast, slow = (run(make_model(EarlyFusionConfig(), ffn=moe, posemb="sincos"), c, eos=-1)
+                for c in (True, False))
+  np.testing.assert_array_equal(fast.ids, slow.ids)
+  np.testing.assert_allclose(fast.logits, slow.logits, atol=1e-5, rtol=0)
+
+
+def test_greedy_logits_equal_one_full_forward_pass_over_the_result():
+  """The logits that chose each token are the ordinary forward pass's over the final text."""
+  model = make_model(FUSIONS["early"])
+  out = run(model, True, eos=-1)
+  context, _, _ = prompts()
+  x = context.replace(inputs=dict(context.inputs, text=jnp.asarray(out.ids)), causal=("text",))
+  full = np.asarray(model.decode(model.encode(x).tokens["text"], "next"))
+  np.testing.assert_allclose(out.logits[:, :-1], full[:, :-1], atol=1e-5, rtol=0)
+  generated = np.argmax(full[:, :-1], -1)
+  _, _, lens = prompts()
+  for b, n in enumerate(np.asarray(lens)):
+    np.testing.assert_array_equal(out.ids[b, n:], generated[b, n - 1:])
+
+
+def test_stops_at_eos_and_pads_after_it():
+  model = make_model(FUSIONS["early"])
+  free = run(model, True, eos=-1)
+  _, _, lens = prompts()
+  b, n = 1, int(lens[1])
+  eos = int(free.ids[b, n + 1])  # the second generated token of row 1 becomes its EOS
+  out = run(model, True, eos=eos)
+  first = [int(np.flatnonzero((out.ids[r] == eos) & (np.arange(N_TEXT) >= lens[r]))[0])
+           if ((out.ids[r] == eos) & (np.arange(N_TEXT) >= lens[r])).any() else N_TEXT - 1
+           for r in range(3)]
+  assert first[b] <= n + 1
+  for r in range(3):
+    assert out.length[r] == (first[r] + 1 if out.ids[r, first[r]] == eos else N_TEXT)
+    assert (out.ids[r, first[r] + 1:] == 0).all()
+
+
+def test_sample_top_k_against_numpy():
+  logits = jnp.asarray([[0.0, 2.0, 1.0, -1.0, 1.5]], jnp.float32)
+  rngs = jax.random.split(jax.random.key(0), 4000)
+  draws = np.asarray(jax.vmap(lambda r: decoding.sample(
+      logits, r, Sampling(temperature=2.0, top_k=3)))(rngs))[:, 0]
+  keep = np.array([1, 2, 4])
+  p = np.exp(np.asarray(logits[0, keep]) / 2.0)
+  p /= p.sum()
+  freq = np.array([(draws == k).mean() for k in keep])
+  assert set(np.unique(draws)) <= set(keep)
+  np.testing.assert_allclose(freq, p, atol=0.03)
+  assert int(decoding.sample(logits, rngs[0], Sampling())[0]) == 1
+
+
+@pytest.mark.parametrize("kw, field", [(dict(temperature=-1.0), "temperature"),
+                                       (dict(top_k=-2, temperature=1.0), "top_k"),
+                                       (dict(top_k=3), "top_k")])
+def test_bad_sampling_is_refused(kw, field):
+  with pytest.raises(FieldError) as e:
+    Sampling(**kw)
+  assert e.value.field == field
+
+
+def test_a_trunk_without_a_causal_stack_is_refused():
+  model = make_model(BottleneckFusionConfig())
+  context, ids, lens = prompts()
+  with pytest.raises(ValueError, match="no causal stack"):
+    decoding.generate(model, context, ids, lens, modality="text", head="next", eos_id=EOS)
