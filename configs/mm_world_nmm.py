@@ -8,7 +8,9 @@ interleaved data):
   tiny_late   NMM's late fusion (`late_decoder`): an image encoder whose projected outputs
               are the prefix of a causal decoder over the caption
 One task, one objective: next_token over the caption with the image as context.
-Evaluator: the test-split loss (`default/loss/caption/loss`, its perplexity, token accuracy).
+Evaluators: the test-split loss (`default/loss/caption/loss`, its perplexity, token accuracy)
+and captioning (`default/captioning/...`: per-token loss and perplexity, and greedy captions
+generated from the image: exact match and per-field accuracy).
 """
 import importlib.util
 import os
@@ -43,5 +45,8 @@ def get_config(variant=None):
         caption=dict(type="next_token", modality="text", context=("image",), weight=1.0,
                      tied=False, z_loss=1e-4)))
     c.evals = mlc.ConfigDict(dict(
-        loss=dict(type="loss", task="default", split="test", every_steps=c.total_steps)))
+        loss=dict(type="loss", task="default", split="test", every_steps=c.total_steps),
+        # Greedy captions from the image alone (BOS as the prompt): exact match, per field.
+        captioning=dict(type="captioning", task="default", split="test",
+                        every_steps=c.total_steps, max_examples=64)))
   return c
