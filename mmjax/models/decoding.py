@@ -15,8 +15,9 @@ tokens, L the model's text length), written once per position.
 
 All rows advance one position per step. Rows whose prompt is longer than the shortest are
 teacher-forced (their next token is the prompt's) until their prompt ends, so a batch of
-prompts of different lengths decodes in one loop. A row stops at its first generated EOS;
-the loop stops when every row has, or at the end of the text buffer.
+prompts of different lengths decodes in one loop. A row stops at its first EOS after BOS
+(a prompt that holds one is complete: the rest of it is kept, nothing is generated after
+it); the loop stops when every row has, or at the end of the text buffer.
 
 `generate(..., cached=False)` recomputes the whole sequence through `model.encode` at
 every step: the reference the cache is tested against, and the benchmark's baseline.
@@ -71,7 +72,7 @@ def sample(logits_bv: jax.Array, rng: jax.Array, sampling: Sampling) -> jax.Arra
 class Generation:
   """ids: int32 [B, L], the prompt then the generated tokens, PAD after a row's EOS.
   logits: float32 [B, L, V]; logits[:, t] scored ids[:, t + 1] (zeros where not computed).
-  length: int32 [B], tokens up to and including the row's EOS (L if it never came)."""
+  length: int32 [B], tokens up to and including the row's first EOS after BOS (L if none)."""
   ids: jax.Array
   logits: jax.Array
   length: jax.Array
@@ -201,7 +202,7 @@ def generate(model, context: ModelInputs, prompt_ids: jax.Array, prompt_len: jax
     forced = jax.lax.dynamic_index_in_dim(ids, t + 1, axis=1, keepdims=False)
     nxt = jnp.where(in_prompt, forced, jnp.where(done, pad_id, nxt))
     ids = jax.lax.dynamic_update_slice_in_dim(ids, nxt[:, None], t + 1, axis=1)
-    done = done | (~in_prompt & (nxt == eos_id))
+    done = done | (nxt == eos_id)
     logits_bv, cache = advance(ids, t + 1, cache)
     all_logits = jax.lax.dynamic_update_slice_in_dim(all_logits, logits_bv[:, None], t + 1,
                                                      axis=1)
@@ -211,8 +212,10 @@ def generate(model, context: ModelInputs, prompt_ids: jax.Array, prompt_len: jax
     t, done = carry[0], carry[3]
     return (t < n - 1) & ~jnp.all(done)
 
-  carry = (t0, first, ids, jnp.zeros((b,), bool), cache, all_logits)
+  # A row whose prompt already holds EOS (after BOS, by t0) is complete.
+  done = jnp.any((ids == eos_id) & (pos_bl >= 1) & (pos_bl <= t0), axis=1)
+  carry = (t0, first, ids, done, cache, all_logits)
   _, _, ids, _, _, all_logits = jax.lax.while_loop(cond, body, carry)
-  is_eos = (ids == eos_id) & (pos_bl >= prompt_len[:, None])
+  is_eos = (ids == eos_id) & (pos_bl >= 1)
   length = jnp.where(is_eos.any(1), jnp.argmax(is_eos, axis=1) + 1, n).astype(jnp.int32)
   return Generation(ids=ids, logits=all_logits, length=length)
