@@ -48,5 +48,8 @@ def get_config(variant=None):
         loss=dict(type="loss", task="default", split="test", every_steps=c.total_steps),
         # Greedy captions from the image alone (BOS as the prompt): exact match, per field.
         captioning=dict(type="captioning", task="default", split="test",
-                        every_steps=c.total_steps, max_examples=64)))
+                        every_steps=c.total_steps, max_examples=64),
+        # The control: the same captions scored against other examples' references.
+        captioning_shuffled=dict(type="captioning", task="default", split="test",
+                                 every_steps=c.total_steps, max_examples=64, shuffle=True)))
   return c

@@ -84,6 +84,12 @@ def test_captioning_metrics_on_hand_made_captions():
   assert m["t/c/field_acc/size"] == pytest.approx(1 / 3)
   assert m["t/c/field_acc/colour"] == m["t/c/field_acc/position"] == pytest.approx(1.0)
   assert m["t/c/num_examples"] == 3.0
+  shuffled = dict(captioning.CaptioningConfig(task="t", shuffle=True).build("c", ctx).run(params))
+  # made[i] against refs[i+1]: none equal; sizes (small, small, large) made against
+  # (large, small, small): 1 of 3.
+  assert shuffled["t/c/exact_match"] == 0.0
+  assert shuffled["t/c/field_acc/size"] == pytest.approx(1 / 3)
+  assert shuffled["t/c/loss"] == m["t/c/loss"]
   limited = dict(captioning.CaptioningConfig(task="t", max_examples=2).build("c", ctx).run(params))
   assert limited["t/c/num_examples"] == 2.0 and limited["t/c/exact_match"] == 0.5
 

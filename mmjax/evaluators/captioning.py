@@ -10,6 +10,7 @@ Metrics, `<task>/<name>/...`:
                      whose generated caption names the reference's value (caption_fields.py;
                      over the examples whose reference names one)
   num_examples       how many examples were captioned
+With `shuffle` (a control) the captions are scored against other examples' references.
 It reads the model through two of the task's predict functions, `next_token/<objective>`
 and `generate/<objective>` (mmjax/training/predict.py).
 """
@@ -59,6 +60,10 @@ class CaptioningConfig:
   every_steps: int = 1000
   prompt_tokens: int = 1  # reference tokens given as the prompt: 1 = BOS only
   max_examples: int = 0   # caption at most this many examples; 0 = the whole split
+  # A control: each generated caption is compared with another example's reference (the
+  # batch's kept rows rolled by one), as if the context were shuffled across examples.
+  # The loss metrics stay those of the true pairs.
+  shuffle: bool = False
 
   def __post_init__(self):
     check(self.every_steps > 0, "every_steps", "must be a positive integer")
@@ -99,7 +104,8 @@ class Captioning:
     out = {k: gather(v) for k, v in self._generate(params, batch).items()}
     ref_len = out["reference_valid"].sum(1)
     made = decode_rows(self.tokenizer, out["ids"][keep], out["length"][keep])
-    return made, decode_rows(self.tokenizer, out["reference"][keep], ref_len[keep])
+    refs = decode_rows(self.tokenizer, out["reference"][keep], ref_len[keep])
+    return made, (refs[1:] + refs[:1] if self.cfg.shuffle else refs)
 
   def run(self, params):
     sums = {"xent_sum": 0.0, "targets": 0.0, "correct": 0.0}
