@@ -78,8 +78,8 @@ def xla_step_flops(model, spec, batch: int) -> float:
   n = spec.modalities["text"].shape[0]
   p = spec.modalities["image"].num_tokens()
   h, k = spec.num_heads, spec.width // spec.num_heads
-  cache = decoding.KVCache(k=jnp.zeros((spec.depth, batch, p + n, h, k)),
-                           v=jnp.zeros((spec.depth, batch, p + n, h, k)),
+  layer = jnp.zeros((batch, p + n, h, k))
+  cache = decoding.KVCache(k=(layer,) * spec.depth, v=(layer,) * spec.depth,
                            prefix_valid=jnp.ones((batch, p), bool))
   graphdef, state = nnx.split(model)
   step = jax.jit(lambda state, cache, ids, t: decoding.step(

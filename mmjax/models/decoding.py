@@ -3,7 +3,7 @@
 The sequence is the trunk's: the context modalities (a bidirectional prefix: the image's
 tokens with early fusion, the encoders' projected outputs with `late_decoder`) and then the
 text, causal. Only the blocks of the trunk's causal stack (`trunk.causal_stack()`) see the
-text, so the cache holds their keys and values, [depth, B, P + L, H, K] each (P prefix
+text, so the cache holds their keys and values, [B, P + L, H, K] per layer (P prefix
 tokens, L the model's text length), written once per position.
 
   prefill   one pass over the prefix and the whole text buffer (prompt, then padding):
@@ -80,8 +80,10 @@ class Generation:
 
 @struct.dataclass
 class KVCache:
-  k: jax.Array            # [depth, B, P + L, H, K]
-  v: jax.Array
+  # One [B, P + L, H, K] array per layer (not one stacked array: a step then updates each
+  # layer's cache in place instead of copying the whole stack).
+  k: tuple
+  v: tuple
   prefix_valid: jax.Array  # bool [B, P]
 
 
@@ -116,7 +118,7 @@ def prefill(model, x: ModelInputs, modality: str, head: str) -> tuple[jax.Array,
     vs.append(v)
   n_text = tokens[modality].shape[1]
   text_out = stack.final_ln(x_bld)[:, -n_text:]  # the causal modality comes last
-  cache = KVCache(k=jnp.stack(ks), v=jnp.stack(vs), prefix_valid=info.valid[:, :-n_text])
+  cache = KVCache(k=tuple(ks), v=tuple(vs), prefix_valid=info.valid[:, :-n_text])
   return model.decode(text_out, head), cache
 
 
@@ -125,7 +127,7 @@ def step(model, cache: KVCache, ids_b: jax.Array, t: jax.Array, modality: str,
   """(logits [B, V] at text position t, the cache with position t written)."""
   b = ids_b.shape[0]
   n_prefix = cache.prefix_valid.shape[1]
-  n_text = cache.k.shape[2] - n_prefix
+  n_text = cache.k[0].shape[1] - n_prefix
   x_bld = model.embedders[modality].text_at(ids_b[:, None], t)
   info = TokenInfo.for_modality(jnp.ones((b, 1), bool), model.spec.modality_ids[modality],
                                 causal=True)
@@ -144,7 +146,7 @@ def step(model, cache: KVCache, ids_b: jax.Array, t: jax.Array, modality: str,
     vs.append(v_all)
   out = model.trunk.causal_stack().final_ln(x_bld)
   logits = model.decode(out, head)[:, 0]
-  return logits, cache.replace(k=jnp.stack(ks), v=jnp.stack(vs))
+  return logits, cache.replace(k=tuple(ks), v=tuple(vs))
 
 
 def _full_logits(model, x: ModelInputs, modality: str, head: str) -> jax.Array:
