@@ -1,7 +1,7 @@
 """Cached decoding (mmjax/models/decoding.py): the KV cache equals recomputing the whole
 sequence (same tokens, logits within 1e-5 in float32) for early prefix-LM and late fusion,
 for greedy and sampled decoding, prompts of different lengths and EOS; sampling's top-k
-against numpy; the refusals."""
+against numpy; the refusals; one step's analytic FLOPs against XLA's count."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -153,3 +153,21 @@ def test_a_trunk_without_a_causal_stack_is_refused():
   context, ids, lens = prompts()
   with pytest.raises(ValueError, match="no causal stack"):
     decoding.generate(model, context, ids, lens, modality="text", head="next", eos_id=EOS)
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_decode_step_flops_agree_with_xla(fusion):
+  """The analytic FLOPs of one cached step (mmjax.perf.flops) within 5% of XLA's count."""
+  from mmjax.perf.flops import decode_step_flops
+  model = make_model(FUSIONS[fusion])
+  context, ids, lens = prompts()
+  buffer = context.replace(inputs=dict(context.inputs, text=ids), causal=("text",))
+  _, cache = decoding.prefill(model, buffer, "text", "next")
+  graphdef, state = nnx.split(model)
+  fn = jax.jit(lambda state, cache, tok, t: decoding.step(
+      nnx.merge(graphdef, state), cache, tok, t, "text", "next"))
+  cost = fn.lower(state, cache, ids[:, 0], 2).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  xla = cost["flops"] / ids.shape[0]
+  analytic = decode_step_flops(model.spec, prefix_tokens=4, text_len=N_TEXT)
+  assert abs(analytic / xla - 1) < 0.05, (analytic, xla)
