@@ -92,6 +92,13 @@ BENCHMARKS = (
               gpu=("--dtype", "bfloat16", "--width", "1024", "--depth", "8", "--batch", "32",
                    "--tokens", "1024", "--rounds", "5", "--steps_per_round", "10"),
               bars=(Bar("ratio_ci95", 1.3, "lower", "dropless <= 1.3x dense"),)),
+    Benchmark("decode", "cached decoding over recomputing the sequence at every step (captions "
+              "of 48 tokens, the default NMM model's size)",
+              ("--rounds", "7", "--reps", "2"),
+              ("--width", "32", "--depth", "1", "--num_heads", "2", "--mlp_dim", "64",
+               "--batch", "2", "--rounds", "5", "--reps", "1"),
+              gpu=("--dtype", "bfloat16", "--batch", "64", "--rounds", "5", "--reps", "3"),
+              bars=(Bar("cache_speedup_ci95", 5.0, "higher", "cache_speedup >= 5"),)),
     Benchmark("moe_dispatch", "one MoE layer on (data=2, expert=4): dispatch implementations",
               ("--rounds", "10"), ("--width", "64", "--tokens", "64", "--batch", "8",
                                     "--rounds", "5"), env=tuple(EIGHT_DEVICES.items())),

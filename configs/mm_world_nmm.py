@@ -10,7 +10,9 @@ Variants (so far only the tiny ones; issue 16's item 7 adds the full recipe and 
   tiny_early_interleaved  tiny_early on packed interleaved documents: 2 (image, caption)
               pairs each, the images inline before their captions (NMM's interleaved data)
 One task, one objective: next_token over the caption with the image as context.
-Evaluator: the test-split loss (`default/loss/caption/loss`, its perplexity, token accuracy).
+Evaluators: the test-split loss (`default/loss/caption/loss`, its perplexity, token accuracy)
+and captioning (`default/captioning/...`: per-token loss and perplexity, and greedy captions
+generated from the image: exact match and per-field accuracy).
 """
 import importlib.util
 import os
@@ -54,5 +56,11 @@ def get_config(variant=None):
           length=int(PACKED_TEXT * scale), images=int(PACKED_IMAGES * scale), kind=kind,
           pairs_per_document=PAIRS_PER_DOCUMENT))
     c.evals = mlc.ConfigDict(dict(
-        loss=dict(type="loss", task="default", split="test", every_steps=c.total_steps)))
+        loss=dict(type="loss", task="default", split="test", every_steps=c.total_steps),
+        # Greedy captions from the image alone (BOS as the prompt): exact match, per field.
+        captioning=dict(type="captioning", task="default", split="test",
+                        every_steps=c.total_steps, max_examples=64),
+        # The control: the same captions scored against other examples' references.
+        captioning_shuffled=dict(type="captioning", task="default", split="test",
+                                 every_steps=c.total_steps, max_examples=64, shuffle=True)))
   return c

@@ -3,7 +3,7 @@ every trunk that accepts a causal objective, and the prefix-LM's visibility.
 
 Leakage is measured as the gradient of the next-token loss at text position t with respect
 to the trunk's input embeddings (the embedders' outputs, which the model orders: its
-`_tokens`), reduced to |d loss_t / d token_k| summed over the batch and width."""
+`trunk_inputs`), reduced to |d loss_t / d token_k| summed over the batch and width."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -46,7 +46,7 @@ def sensitivities(model, x: ModelInputs, of: str):
 
   def per_position(state, deltas):
     m = nnx.merge(graphdef, state)
-    tokens, infos = m._tokens(x, {})
+    tokens, infos = m.trunk_inputs(x, {})
     out, _ = m.trunk({k: tokens[k] + deltas[k] for k in tokens}, infos)
     if of == "loss":
       ids = x.inputs["text"]
@@ -55,7 +55,7 @@ def sensitivities(model, x: ModelInputs, of: str):
     w = jax.random.normal(jax.random.key(1), out[of].shape[1:])
     return jnp.sum(out[of] * w, axis=(0, 2))
 
-  tokens, _ = nnx.merge(graphdef, state)._tokens(x, {})
+  tokens, _ = nnx.merge(graphdef, state).trunk_inputs(x, {})
   deltas = {k: jnp.zeros_like(v) for k, v in tokens.items()}
   jac = jax.jit(jax.jacrev(per_position, argnums=1))(state, deltas)
   return {k: np.abs(np.asarray(j)).sum(axis=(1, 3)) for k, j in jac.items()}
@@ -120,7 +120,7 @@ def _expected_prefix_lm_mask():
 @pytest.mark.parametrize("order", [("image", "text"), ("text", "image")])
 def test_prefix_lm_mask_puts_the_bidirectional_prefix_first(order):
   model = make_model(EarlyFusionConfig(), order=order)
-  tokens, infos = model._tokens(inputs(("image", "text")), {})
+  tokens, infos = model.trunk_inputs(inputs(("image", "text")), {})
   assert list(tokens) == ["image", "text"]
   mask = TokenInfo.concat([infos[m] for m in tokens]).attention_mask()
   np.testing.assert_array_equal(mask[0, 0], _expected_prefix_lm_mask())

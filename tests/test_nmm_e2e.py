@@ -1,5 +1,5 @@
 """The tiny NMM recipe through the real command lines: next-token training of a prefix-LM
-on image-caption pairs, then `evaluate` of its test-split loss."""
+on image-caption pairs, then `evaluate` of its test-split loss and captions, and `generate`."""
 import json
 import math
 import os
@@ -36,3 +36,18 @@ def test_tiny_nmm_early_trains_and_evaluates(world_dir, tmp_path):
   loss = metrics["default/loss/caption/loss"]
   assert 0.0 < loss < math.log(259), metrics   # below a uniform guess over the byte vocab
   assert metrics["default/loss/caption/perplexity"] > 1.0
+  cap = {k.split("/", 2)[2]: v for k, v in metrics.items() if k.startswith("default/captioning/")}
+  assert cap["num_examples"] == 64.0
+  # The two evaluators score the same targets: per-token and per-batch means agree closely.
+  assert abs(cap["loss"] - loss) < 0.05 * loss, (cap, loss)
+  assert cap["perplexity"] == pytest.approx(math.exp(cap["loss"]))
+  assert {f"field_acc/{f}" for f in ("shape", "colour", "size", "position")} <= set(cap)
+  assert all(0.0 <= cap[k] <= 1.0 for k in cap if k.startswith(("field_acc", "exact")))
+  out = run_cli("mmjax.generate", ["--workdir", str(tmp_path), "--n", "3", "--prompt", "a"])
+  rows = [json.loads(line) for line in out.stdout.strip().splitlines()]
+  assert [r["id"] for r in rows] == [0, 1, 2]
+  assert all(r["prompt"] == "a" and r["generated"].startswith("a") and r["reference"]
+             for r in rows), rows
+  bad = run_cli("mmjax.generate", ["--workdir", str(tmp_path), "--prompt", "x" * 60],
+                check=False)
+  assert bad.returncode == 1 and "text length 48" in bad.stderr, bad.stderr

@@ -62,7 +62,8 @@ def _encode(model, batch):
 def _xent(model, batch):
   """(per-target cross-entropy [B, N-1], target weights [B, N-1]) of the next-token head."""
   enc = _encode(model, batch)
-  xent, _, _ = token_xent(model.decode(enc.tokens["text"], HEAD), jnp.asarray(batch["text"]))
+  ids = jnp.asarray(batch["text"])
+  xent = token_xent(model.decode(enc.tokens["text"], HEAD), ids, jnp.ones(ids.shape, bool))[0]
   segment = batch.get("text_segment")
   return np.asarray(xent), np.asarray(target_weights(
       jnp.asarray(batch["text_mask"]), None if segment is None else jnp.asarray(segment)))
@@ -112,7 +113,8 @@ def test_no_gradient_crosses_a_segment(setup):
 
   def segment_loss(toks, s):
     out, _ = model.trunk(toks, infos)
-    xent, _, _ = token_xent(model.decode(out["text"], HEAD), packed["text"])
+    xent = token_xent(model.decode(out["text"], HEAD), packed["text"],
+                      jnp.ones(packed["text"].shape, bool))[0]
     w = target_weights(packed["text_mask"], packed["text_segment"]) * (target_segment == s)
     return jnp.sum(xent * w)
 

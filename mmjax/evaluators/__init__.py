@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 from mmjax.config.registry import Registry
 from mmjax.errors import ConfigError
+from mmjax.evaluators.captioning import CaptioningConfig
 from mmjax.evaluators.classification import ClassificationConfig
 from mmjax.evaluators.common import EvalContext
 from mmjax.evaluators.loss import EvalLossConfig
@@ -22,7 +23,7 @@ from mmjax.evaluators.retrieval import RetrievalConfig
 
 EVALUATORS = Registry("evaluator", {
     "retrieval": RetrievalConfig, "classification": ClassificationConfig,
-    "loss": EvalLossConfig})
+    "loss": EvalLossConfig, "captioning": CaptioningConfig})
 
 
 def parse_eval(name: str, cfg, predict_names: Mapping[str, Sequence]) -> object:

@@ -180,3 +180,18 @@ class Embedder(nnx.Module):
     if grid[0] > spec.shape[0]:
       raise ValueError(f"text length {grid[0]} exceeds the model's max_len {spec.shape[0]}")
     return self.positions[...][: grid[0]]
+
+  def text_at(self, ids_bn: jax.Array, start: jax.Array) -> jax.Array:
+    """Text tokens [B, N, D] of ids placed at positions start .. start+N-1 (`start` may be
+    traced): what `__call__` gives those positions of a longer text, one step of cached
+    decoding. Text without a CLS token only (generation refuses pool="cls")."""
+    if self.spec.kind != "text" or self.cls_token:
+      raise ValueError("text_at is for a text modality without a CLS token")
+    tok = jnp.take(self.embedding[...], ids_bn, axis=0).astype(self.dtype)
+    if self.posemb == "learn":
+      table = self.positions[...]
+    else:
+      table = jnp.asarray(patchify.sincos_table(self.spec.grid(), tok.shape[-1]))
+    pos = jax.lax.dynamic_slice_in_dim(table, start, ids_bn.shape[1], axis=0)
+    tok = tok + pos.astype(self.dtype)[None] + self.type_embedding[...].astype(self.dtype)
+    return axes.constrain(tok, ("batch", "length", "embed"))

@@ -107,7 +107,7 @@ class MultimodalModel(nnx.Module):
       return Linear(self.spec.width, s.vocab_size, ("embed", "vocab"), **kw)
     return Linear(self.spec.width, s.patch_dim(), ("embed", None), **kw)
 
-  def _tokens(self, x: ModelInputs, replace: Mapping[str, jax.Array]):
+  def trunk_inputs(self, x: ModelInputs, replace: Mapping[str, jax.Array]):
     """({modality: tokens [B,N,D]}, {modality: TokenInfo}) of the modalities in x, in the
     model's order, except that causal modalities come after all the bidirectional ones
     (those are then a prefix: a prefix-LM, whatever the order of model.modalities); a CLS
@@ -146,7 +146,7 @@ class MultimodalModel(nnx.Module):
     if unknown:
       raise ValueError(f"inputs {sorted(unknown)} are not model modalities "
                        f"{sorted(self.spec.modalities)}")
-    tokens, infos = self._tokens(x, dict(replace or {}))
+    tokens, infos = self.trunk_inputs(x, dict(replace or {}))
     if not tokens:
       raise ValueError("encode() needs at least one modality")
     out, aux = self.trunk(tokens, infos)

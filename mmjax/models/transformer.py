@@ -40,13 +40,20 @@ class Attention(nnx.Module):
                           (num_heads, head_dim, width), ("heads", "kv", "embed"), param_dtype)
     self.dtype = dtype
 
-  def __call__(self, x_bld: jax.Array, mask_b1ll: jax.Array | None) -> jax.Array:
+  def project(self, x_bld: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(q, k, v), each [B,L,H,K]. Cached decoding (mmjax/models/decoding.py) keeps k and v."""
     # One matmul for q, k and v: a 3x wider matmul runs closer to peak than three.
     qkv_tblhk = jnp.einsum("bld,tdhk->tblhk", x_bld, self.qkv[...].astype(self.dtype))
     q_blhk, k_blhk, v_blhk = qkv_tblhk[0], qkv_tblhk[1], qkv_tblhk[2]
-    q_blhk = axes.constrain(q_blhk, ("batch", "length", "heads", "kv"))
-    o_blhk = jax.nn.dot_product_attention(q_blhk, k_blhk, v_blhk, mask=mask_b1ll)
-    return jnp.einsum("blhk,hkd->bld", o_blhk, self.out[...].astype(self.dtype))
+    return axes.constrain(q_blhk, ("batch", "length", "heads", "kv")), k_blhk, v_blhk
+
+  def attend(self, q_bqhk, k_bkhk, v_bkhk, mask_b1qk: jax.Array | None) -> jax.Array:
+    """Queries over keys and values (mask: bool [B,1,Q,K]) -> [B,Q,D]."""
+    o_bqhk = jax.nn.dot_product_attention(q_bqhk, k_bkhk, v_bkhk, mask=mask_b1qk)
+    return jnp.einsum("blhk,hkd->bld", o_bqhk, self.out[...].astype(self.dtype))
+
+  def __call__(self, x_bld: jax.Array, mask_b1ll: jax.Array | None) -> jax.Array:
+    return self.attend(*self.project(x_bld), mask_b1ll)
 
 
 class Block(nnx.Module):

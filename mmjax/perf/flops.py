@@ -130,6 +130,20 @@ def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:
   return flops
 
 
+def decode_step_flops(spec, prefix_tokens: int, text_len: int, modality: str = "text") -> float:
+  """Forward FLOPs per example of one cached decoding step (mmjax/models/decoding.py): one
+  text token through the causal stack's `depth` blocks, attending to the whole cache of
+  prefix_tokens + text_len keys (masked keys are computed, as in a full pass: what runs),
+  the final norm and the unembedding. The token's embedding is a lookup (no FLOPs)."""
+  d, keys = spec.width, prefix_tokens + text_len
+  vocab = spec.modalities[modality].vocab_size
+  per_layer = [2.0 * 4 * d * d + 20.0 * d
+               + spec.ffn.flops_per_token(layer, width=d, mlp_dim=spec.mlp_dim)
+               + 2.0 * 2.0 * keys * d + 5.0 * spec.num_heads * keys
+               for layer in range(spec.depth)]
+  return sum(per_layer) + 8.0 * d + 2.0 * d * vocab
+
+
 def train_step_flops(spec, objectives, batch_shapes: Mapping[str, tuple],
                      microbatches: int = 1, token_drop: Mapping[str, float] | None = None
                      ) -> float:

@@ -9,6 +9,11 @@ module, which may know the objectives, makes it. The names, per task:
   classify/<objective> fn(model, batch) -> {"logits": [B,...,K], "label": int [B,...],
                        "usable": bool [B,...]} from objectives that classify (a classification
                        head, a matching head's two pairs per example, ...);
+  next_token/<objective> fn(model, batch) -> {"xent_sum", "targets", "correct": float32 [B]}:
+                       per-example sums over the next-token targets (next_token objectives);
+  generate/<objective> fn(model, batch, rng, sampling, eos_id) -> {"ids": int32 [B,L],
+                       "length": int32 [B]}: cached decoding after each row's prompt (its
+                       valid text tokens), the objective's context as prefix (next_token);
   loss                 fn(model, batch, rng) -> {metric: scalar}: the task's objectives'
                        total loss and metrics, as in training but with no token drop.
 

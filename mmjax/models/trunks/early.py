@@ -32,7 +32,7 @@ class EarlyFusionConfig:
 
   def causal_problem(self, depth: int, causal, modalities) -> str | None:
     """Sound for any causal modalities: the model puts them after the bidirectional ones
-    (MultimodalModel._tokens), so those are a prefix (a prefix-LM)."""
+    (MultimodalModel.trunk_inputs), so those are a prefix (a prefix-LM)."""
     del depth, causal, modalities
     return None
 
@@ -50,6 +50,15 @@ class EarlyFusion(nnx.Module):
     self.apply_block = block_applier(remat)
     self.blocks = nnx.List([make_block(i) for i in range(depth)])
     self.final_ln = LayerNorm(width, param_dtype=param_dtype, dtype=dtype, rngs=rngs)
+
+  def prefix(self, tokens: dict[str, jax.Array], infos: dict[str, TokenInfo]):
+    """(tokens, infos, aux) as this stack's blocks take them: unchanged here (cached
+    decoding, mmjax/models/decoding.py, runs the stack's blocks itself)."""
+    return tokens, infos, Aux()
+
+  def causal_stack(self) -> "EarlyFusion":
+    """The stack whose blocks see the causal tokens: this one."""
+    return self
 
   def __call__(self, tokens: dict[str, jax.Array],
                infos: dict[str, TokenInfo]) -> tuple[dict[str, jax.Array], Aux]:

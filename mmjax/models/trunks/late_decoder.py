@@ -108,8 +108,9 @@ class LateDecoder(nnx.Module):
       aux = aux.merge(block_aux, prefix=f"encoder/{m}/layer{i}/")
     return self.connectors[m](self.encoder_lns[m](x_bnd)), aux
 
-  def __call__(self, tokens: dict[str, jax.Array],
-               infos: dict[str, TokenInfo]) -> tuple[dict[str, jax.Array], Aux]:
+  def prefix(self, tokens: dict[str, jax.Array], infos: dict[str, TokenInfo]):
+    """(tokens, infos, aux) as the decoder takes them: each encoded modality through its
+    encoder and connector (bidirectional), first; the decoder modality's tokens after."""
     aux = Aux()
     prefix, prefix_infos = {}, {}
     for m in tokens:
@@ -119,6 +120,15 @@ class LateDecoder(nnx.Module):
         aux = aux.merge(enc_aux)
     rest = [m for m in tokens if m not in self.encoders]
     order = list(prefix) + rest  # the encoders' outputs first: they are the decoder's prefix
-    out, dec_aux = self.decoder({m: prefix.get(m, tokens[m]) for m in order},
-                                {m: prefix_infos.get(m, infos[m]) for m in order})
+    return ({m: prefix.get(m, tokens[m]) for m in order},
+            {m: prefix_infos.get(m, infos[m]) for m in order}, aux)
+
+  def causal_stack(self) -> EarlyFusion:
+    """The stack whose blocks see the causal tokens: the decoder."""
+    return self.decoder
+
+  def __call__(self, tokens: dict[str, jax.Array],
+               infos: dict[str, TokenInfo]) -> tuple[dict[str, jax.Array], Aux]:
+    dec_tokens, dec_infos, aux = self.prefix(tokens, infos)
+    out, dec_aux = self.decoder(dec_tokens, dec_infos)
     return {m: out[m] for m in tokens}, aux.merge(dec_aux, prefix="decoder/")
