@@ -25,11 +25,12 @@ from mmjax.objectives.classification import Classification
 from mmjax.objectives.contrastive import Contrastive
 from mmjax.objectives.masked import Masked
 from mmjax.objectives.matching import Matching
+from mmjax.objectives.multimodal_masked import MultimodalMasked
 from mmjax.objectives.next_token import NextToken
 
 OBJECTIVES = Registry("objective", {
     "contrastive": Contrastive, "classification": Classification, "masked": Masked,
-    "matching": Matching, "next_token": NextToken})
+    "matching": Matching, "next_token": NextToken, "multimodal_masked": MultimodalMasked})
 
 
 def causal_modalities(objective) -> tuple[str, ...]:
@@ -66,7 +67,7 @@ def _merged(into: dict, new: Mapping, message: str) -> None:
 
 def heads_for(objectives) -> Heads:
   """Union of the heads the objectives need. Objectives that name the same head share it."""
-  class_heads, decoders, projections, scales = {}, {}, (), ()
+  class_heads, decoders, projections, scales, queries = {}, {}, (), (), {}
   tied, untied = {}, set()
   for o in objectives:
     h = o.heads()
@@ -76,6 +77,8 @@ def heads_for(objectives) -> Heads:
             "{new} classes; give one of the objectives its own `head` name")
     _merged(decoders, h.decoders, "decoder head {head!r} would predict both {old!r} and "
             "{new!r}; give one of the objectives its own `head` name")
+    _merged(queries, h.query_decoders, "query decoder {head!r} is used with depth {old} and "
+            "{new}; give one of the objectives its own `decoder` name")
     projections += h.projections
     scales += h.contrastive_scales
   for head, name in sorted(untied):
@@ -85,7 +88,8 @@ def heads_for(objectives) -> Heads:
                         f"the objectives its own `head` name")
   unique = lambda t: tuple(dict.fromkeys(t))
   return Heads(class_heads=class_heads, projections=unique(projections),
-               contrastive_scales=unique(scales), decoders=decoders, tied=tuple(sorted(tied)))
+               contrastive_scales=unique(scales), decoders=decoders, tied=tuple(sorted(tied)),
+               query_decoders=queries)
 
 
 def input_modalities(objectives) -> tuple[str, ...]:
