@@ -99,6 +99,13 @@ class MultimodalMasked:
     return dict(zip(self.modalities, is_in)), dict(zip(self.modalities, is_tgt))
 
   def __call__(self, model, batch, rng, inputs=None):
+    out, idx, q_valid, aux = self.decoded(model, batch, rng, inputs)
+    return self._loss(model, batch, out, idx, q_valid, aux)
+
+  def decoded(self, model, batch, rng, inputs=None):
+    """The decoder's outputs [B, Q, D] for every modality's target slots (in the order of
+    `modalities`), each modality's target indices [B, K_m] and their validity, and the
+    encoder's auxiliary outputs."""
     x = base.inputs_for(batch, inputs, self.modalities)
     specs = model.spec.modalities
     sizes = {m: (batch[m].shape[0], specs[m].num_tokens(tuple(batch[m].shape[1:])))
@@ -114,7 +121,7 @@ class MultimodalMasked:
       q_valid.append(v)
     out = model.decode_queries(self.decoder, enc, jnp.concatenate(queries, axis=1),
                                jnp.concatenate(q_valid, axis=1))
-    return self._loss(model, batch, out, idx, q_valid, enc.aux)
+    return out, idx, q_valid, enc.aux
 
   def _loss(self, model, batch, out_bqd, idx, q_valid, aux):
     losses, present, metrics, start = [], [], {}, 0
