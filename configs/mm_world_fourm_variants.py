@@ -45,10 +45,10 @@ def _mm_world_tiny() -> mlc.ConfigDict:
 def _variant(arm: str, tiny: bool) -> mlc.ConfigDict:
   c = _mm_world_tiny()
   c.unlock()
-  pretrain = 0 if arm == "scratch" else (6 if tiny else 300)
-  finetune = 6 if tiny else 60
+  pretrain = 0 if arm == "scratch" else (6 if tiny else 200)
+  finetune = 6 if tiny else 50
   c.total_steps = pretrain + finetune
-  c.log_every_steps = 3 if tiny else 30
+  c.log_every_steps = 3 if tiny else 25
   c.eval_batch_size = 64 if tiny else 256
   c.model.update(dict(width=32 if tiny else 64, depth=1 if tiny else 2, num_heads=2,
                       mlp_dim=64 if tiny else 128))
@@ -56,13 +56,13 @@ def _variant(arm: str, tiny: bool) -> mlc.ConfigDict:
   if not tiny:
     data.name = "mm_world/default"
   finetune_task = mlc.ConfigDict(dict(
-      data=data, batch_size=16 if tiny else 64, microbatches=1, weight=1.0,
+      data=data, batch_size=16 if tiny else 32, microbatches=1, weight=1.0,
       objectives=dict(av_label=dict(type="classification", inputs=("video", "audio"),
                                     label="label", num_classes=20, weight=1.0))))
   c.tasks = mlc.ConfigDict({"finetune": finetune_task})
   if pretrain:
     c.tasks.pretrain = mlc.ConfigDict(dict(
-        data=data, batch_size=16 if tiny else 64, microbatches=1, weight=1.0,
+        data=data, batch_size=16 if tiny else 32, microbatches=1, weight=1.0,
         objectives=_pretrain_objectives(arm)))
   # Every pretraining step first, then every finetune step.
   c.schedule = mlc.ConfigDict(dict(
