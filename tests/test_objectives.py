@@ -53,6 +53,8 @@ def batch(b=4):
     dict(type="masked", modality="text", ratio=0.3),
     dict(type="masked", modality="image", ratio=0.5),
     dict(type="masked", modality="text", ratio=0.5, context=["image"]),  # a list, as from JSON
+    dict(type="multimodal_masked", modalities=["image", "audio", "text"], input_budget=6,
+         target_budget=6, decoder_depth=2),
 ])
 def test_each_objective_gives_a_finite_loss_and_gradient(cfg):
   kinds = {n: s.kind for n, s in MODALITIES.items()}

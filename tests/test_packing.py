@@ -108,7 +108,7 @@ def test_no_gradient_crosses_a_segment(setup):
   model, batch = setup
   packed = {k: jnp.asarray(v) for k, v in _pack(PAIRS, batch, 3).items()}
   x = model_inputs(packed, ("image", "text")).replace(causal=("text",))
-  tokens, infos = model._tokens(x, {})  # pylint: disable=protected-access
+  tokens, infos = model.trunk_inputs(x, {})
   target_segment = packed["text_segment"][:, 1:]
 
   def segment_loss(toks, s):

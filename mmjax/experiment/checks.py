@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from mmjax import objectives as objectives_lib
 from mmjax.config import task_checks
+from mmjax.config.registry import FieldError
 from mmjax.config.value_checks import check_finite_floats
 from mmjax.errors import ConfigError, MmjaxError
 from mmjax.models.ffn.moe.config import MoeConfig
@@ -106,6 +107,7 @@ def check_task(tname: str, task, settings, objectives, spec) -> None:
   task_checks.check_token_drop(tname, settings.token_drop, objectives, set(pp.keys()))
   check_attention(tname, objectives, spec)
   check_packing(tname, pipeline.packing_config(task.data), settings, objectives, spec)
+  check_against_model(tname, objectives, spec)
 
 
 def check_packing(tname: str, pack, settings, objectives, spec) -> None:
@@ -135,6 +137,18 @@ def check_packing(tname: str, pack, settings, objectives, spec) -> None:
   text = spec.modalities.get(pack.text)
   _need(text is not None and text.kind == "text", f"{key}.text={pack.text!r} is not a text "
         f"modality of config.model.modalities ({sorted(spec.modalities)})")
+
+def check_against_model(tname: str, objectives, spec) -> None:
+  """Objectives whose values depend on the model (4M's token budgets against the token
+  counts) check them in their optional `check_model(spec)`."""
+  for o in objectives:
+    if not hasattr(o, "check_model"):
+      continue
+    try:
+      o.check_model(spec)
+    except FieldError as e:
+      raise ConfigError(f"config.tasks.{tname}.objectives.{o.name}.{e.field}="
+                        f"{getattr(o, e.field)!r}: {e}") from None
 
 
 def _causal_routing_problem(ffn) -> str | None:

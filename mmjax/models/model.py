@@ -21,6 +21,7 @@ from mmjax.models.embedders import Embedder
 from mmjax.models.fusion_heads import build_fused_head
 from mmjax.models.heads import ContrastiveScale, Linear
 from mmjax.models.model_inputs import ModelInputs
+from mmjax.models.query_decoder import QueryDecoder
 from mmjax.models.spec import ModelSpec
 from mmjax.models.token_info import TokenInfo
 from mmjax.models.transformer import Block
@@ -94,6 +95,9 @@ class MultimodalModel(nnx.Module):
     # the same head (a masked objective's default head is its modality's name).
     self.decoders = nnx.Dict({h: self._decoder(m, kw) for h, m in heads.decoders.items()
                               if h not in heads.tied})
+    self.query_decoders = nnx.Dict({
+        n: QueryDecoder(depth, spec.width, spec.num_heads, spec.mlp_dim, **kw)
+        for n, depth in heads.query_decoders.items()})
 
   def _classifier(self, head: str, num_classes: int, kw):
     fused = self.spec.heads.fused_heads.get(head)
@@ -201,6 +205,23 @@ class MultimodalModel(nnx.Module):
       logits = jnp.einsum("bnd,vd->bnv", tokens_bnd, table_vd.astype(tokens_bnd.dtype))
       return logits.astype(jnp.float32) * self.spec.width ** -0.5
     return self.decoders[head](tokens_bnd).astype(jnp.float32)
+
+  def query_tokens(self, x: ModelInputs, modality: str, idx_bk: jax.Array) -> jax.Array:
+    """[B, K, D]: the decoder queries for tokens idx_bk of `modality`: its [MASK]
+    embedding plus each token's position and the modality's type embedding (no content)."""
+    raw = x.inputs[modality]
+    n = self.spec.modalities[modality].num_tokens(tuple(raw.shape[1:]))
+    tok = self.embedders[modality](raw, jnp.ones((raw.shape[0], n), bool))
+    tok = tok[:, tok.shape[1] - n:]  # without a CLS token
+    return jnp.take_along_axis(tok, idx_bk[..., None], axis=1)
+
+  def decode_queries(self, name: str, enc: Encoded, queries_bqd: jax.Array,
+                     queries_valid_bq: jax.Array) -> jax.Array:
+    """Query decoder `name` (Heads.query_decoders) over every encoded token: [B, Q, D]."""
+    names = list(enc.tokens)
+    context = jnp.concatenate([enc.tokens[m] for m in names], axis=1)
+    valid = jnp.concatenate([enc.valid[m] for m in names], axis=1)
+    return self.query_decoders[name](context, valid, queries_bqd, queries_valid_bq)
 
   def contrastive_scale(self, name: str):
     return self.scales[name]()

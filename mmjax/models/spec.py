@@ -39,6 +39,8 @@ class Heads:
   # decoder heads (of `decoders`, text only) that reuse their modality's embedding table
   # as the unembedding: no parameters of their own
   tied: tuple[str, ...] = ()
+  # query decoders (query_decoder.py, 4M's decoder) by name -> their depth in blocks
+  query_decoders: Mapping[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)

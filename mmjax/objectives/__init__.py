@@ -26,11 +26,13 @@ from mmjax.objectives.contrastive import Contrastive
 from mmjax.objectives.gram import Gram
 from mmjax.objectives.masked import Masked
 from mmjax.objectives.matching import Matching
+from mmjax.objectives.multimodal_masked import MultimodalMasked
 from mmjax.objectives.next_token import NextToken
 
 OBJECTIVES = Registry("objective", {
     "contrastive": Contrastive, "classification": Classification, "masked": Masked,
-    "matching": Matching, "next_token": NextToken, "gram": Gram})
+    "matching": Matching, "next_token": NextToken, "gram": Gram,
+    "multimodal_masked": MultimodalMasked})
 
 
 def causal_modalities(objective) -> tuple[str, ...]:
@@ -67,7 +69,7 @@ def _merged(into: dict, new: Mapping, message: str) -> None:
 
 def heads_for(objectives) -> Heads:
   """Union of the heads the objectives need. Objectives that name the same head share it."""
-  class_heads, fused, decoders, projections, scales = {}, {}, {}, (), ()
+  class_heads, fused, decoders, projections, scales, queries = {}, {}, {}, (), (), {}
   tied, untied, linear = {}, set(), {}
   for o in objectives:
     h = o.heads()
@@ -80,6 +82,8 @@ def heads_for(objectives) -> Heads:
     linear.update((head, o.name) for head in h.class_heads if head not in h.fused_heads)
     _merged(decoders, h.decoders, "decoder head {head!r} would predict both {old!r} and "
             "{new!r}; give one of the objectives its own `head` name")
+    _merged(queries, h.query_decoders, "query decoder {head!r} is used with depth {old} and "
+            "{new}; give one of the objectives its own `decoder` name")
     projections += h.projections
     scales += h.contrastive_scales
   for head, name in sorted(untied):
@@ -94,7 +98,8 @@ def heads_for(objectives) -> Heads:
                         f"objectives its own `head` name")
   unique = lambda t: tuple(dict.fromkeys(t))
   return Heads(class_heads=class_heads, fused_heads=fused, projections=unique(projections),
-               contrastive_scales=unique(scales), decoders=decoders, tied=tuple(sorted(tied)))
+               contrastive_scales=unique(scales), decoders=decoders, tied=tuple(sorted(tied)),
+               query_decoders=queries)
 
 
 def input_modalities(objectives) -> tuple[str, ...]:

@@ -108,9 +108,7 @@ class Masked:
     spec = model.spec.modalities[m]
     b = batch[m].shape[0]
     n = spec.num_tokens(tuple(batch[m].shape[1:]))
-    valid_bn = x.valid.get(m, jnp.ones((b, n), bool))
-    if m in x.present:
-      valid_bn = valid_bn & x.present[m][:, None]
+    valid_bn = token_validity(x, m, (b, n))
     if self.unit == "word":
       hide = whole_word_mask(rng, batch[m + WORDS_SUFFIX], self.ratio, valid_bn)
     else:
@@ -118,16 +116,40 @@ class Masked:
     enc = model.encode(x, replace={m: hide})
     pred = model.decode(enc.tokens[m], self.head_name)
     w = hide.astype(jnp.float32)
-    if spec.kind == "text":
-      per_tok = softmax_xent(pred.reshape(b * n, -1), batch[m].reshape(-1)).reshape(b, n)
-      acc = jnp.sum((jnp.argmax(pred, -1) == batch[m]) * w) / jnp.maximum(w.sum(), 1.0)
-      metrics = {"token_acc": acc}
-    else:
-      target = spec.cut(batch[m].astype(jnp.float32))
-      mu = target.mean(-1, keepdims=True)
-      sd = jnp.sqrt(target.var(-1, keepdims=True) + 1e-6)
-      per_tok = jnp.mean(jnp.square(pred - (target - mu) / sd), axis=-1)
-      metrics = {}
+    per_tok, correct = reconstruction_loss(spec, pred, token_targets(spec, batch[m]))
+    metrics = {}
+    if correct is not None:
+      metrics["token_acc"] = jnp.sum(correct * w) / jnp.maximum(w.sum(), 1.0)
     loss = jnp.sum(per_tok * w) / jnp.maximum(w.sum(), 1.0)
     metrics["hidden_fraction"] = w.sum() / jnp.maximum(valid_bn.sum(), 1)
     return loss, metrics, enc.aux
+
+
+def token_validity(x, m: str, shape) -> jax.Array:
+  """bool [B, N]: modality m's real tokens: valid (text padding) in a present modality."""
+  valid_bn = x.valid.get(m, jnp.ones(shape, bool))
+  if m in x.present:
+    valid_bn = valid_bn & x.present[m][:, None]
+  return valid_bn
+
+
+def token_targets(spec, raw: jax.Array) -> jax.Array:
+  """What a decoder predicts per token: text ids [B, N], or the patches [B, N, P]
+  normalised per patch (MAE's target)."""
+  if spec.kind == "text":
+    return raw
+  target = spec.cut(raw.astype(jnp.float32))
+  mu = target.mean(-1, keepdims=True)
+  sd = jnp.sqrt(target.var(-1, keepdims=True) + 1e-6)
+  return (target - mu) / sd
+
+
+def reconstruction_loss(spec, pred: jax.Array, target: jax.Array):
+  """Per-token loss [B, N] of a decoder's predictions against token_targets: cross-entropy
+  of text ids, mean squared error of patches; and, for text, whether the argmax is right
+  (bool [B, N]; None for patches)."""
+  if spec.kind == "text":
+    b, n = target.shape
+    per_tok = softmax_xent(pred.reshape(b * n, -1), target.reshape(-1)).reshape(b, n)
+    return per_tok, jnp.argmax(pred, -1) == target
+  return jnp.mean(jnp.square(pred - target), axis=-1), None
