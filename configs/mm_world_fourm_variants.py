@@ -4,7 +4,7 @@ Each variant pretrains one model for 300 steps on mm_world/default with one mask
 over image, audio, video and text, then finetunes it (all weights) for 100 steps on the
 20-way label from video + audio; the classification evaluator scores the test split every
 20 steps (the finetune curve). Same model, data, batch, optimizer and step counts in every
-arm: only the pretraining objective differs. Results: docs/seed_methods_4m.md.
+arm: only the pretraining objective differs. Results: docs/seed_methods.md (the 4M section); these variants are also in configs/mm_world_seed_methods.py.
 
 Variants (`fourm_variants()`; `tiny_*`: seconds on mm_world/tiny, what the tests drive):
   fourm     multimodal_masked: 4M's Dirichlet split of a 24-token input budget and a

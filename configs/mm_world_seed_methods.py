@@ -11,17 +11,26 @@ Variants (each also as `tiny_<name>`, seconds-sized, for tests):
   lmf             LMF: the 20-way label from video + audio through a low-rank tensor
                   fusion head (rank 4) on a late-fusion trunk (mmjax/models/fusion_heads.py).
   lmf_concat_mlp  its baseline: the same trunk, with concatenation + MLP as the head.
+  fourm           4M: multimodal masked modelling with Dirichlet token budgets, then a
+                  finetune on the label (mmjax/objectives/multimodal_masked.py);
+  masked          its baseline: per-modality masking, then the same finetune;
+  scratch         the finetune alone (configs/mm_world_fourm_variants.py holds all three).
 """
 import importlib.util
 import os
 
 
-def _mm_world():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mm_world.py")
-  spec = importlib.util.spec_from_file_location("mm_world", path)
+def _sibling(filename: str):
+  """A recipe module next to this one (recipes are files, not a package)."""
+  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
+  spec = importlib.util.spec_from_file_location(filename[:-3], path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module
+
+
+def _mm_world():
+  return _sibling("mm_world.py")
 
 
 def _base(tiny: bool, steps: int, batch: int):
@@ -91,8 +100,15 @@ def _lmf_variants():
           "lmf_concat_mlp": lambda tiny: _lmf(tiny, "concat_mlp")}
 
 
+def _fourm_variants():
+  """4M masking, per-modality masking and no pretraining (configs/mm_world_fourm_variants.py)."""
+  recipes = _sibling("mm_world_fourm_variants.py").fourm_variants()
+  return {n: (lambda tiny, n=n: recipes[f"tiny_{n}" if tiny else n])
+          for n in ("fourm", "masked", "scratch")}
+
+
 def _variants():
-  builders = {**_gram_variants(), **_lmf_variants()}
+  builders = {**_gram_variants(), **_lmf_variants(), **_fourm_variants()}
   return {**builders, **{f"tiny_{n}": b for n, b in builders.items()}}
 
 
