@@ -133,3 +133,13 @@ def test_warns_when_over_one_percent_of_a_windows_steps_do_not_converge():
   message = unconverged_warning(window(3), 200)
   assert message.startswith("3 of the 200 steps to 200")
   assert unconverged_warning([StepRecord(0, "t", {"loss": 1.0})], 1) is None
+
+
+def test_recipe_variants_differ_only_in_the_trunk():
+  recipe = TINY.replace("mm_world.py:tiny", "mm_world_deq_variants.py")
+  for tiny in ("", "tiny_"):
+    deq = experiment.load(f"{recipe}:{tiny}deq").to_dict()
+    stacked = experiment.load(f"{recipe}:{tiny}deq_stacked").to_dict()
+    assert deq["model"].pop("fusion")["type"] == "deq"
+    assert stacked["model"].pop("fusion")["type"] == "early"
+    assert deq == stacked
