@@ -31,12 +31,13 @@ def _variant(name: str, tiny: bool):
     # A DEQ step runs f up to 12 times forward and its adjoint as often backward, on
     # each of the step's 4 trunk passes (2 contrastive, 2 matching): at the fusion
     # recipe's size (600 steps of 64, depth 3) one DEQ run would take hours on the
-    # shared CPU. Two blocks, 200 steps of 32, for both variants alike.
+    # shared CPU (~6 s a DEQ step there at load 14). Two blocks, 100 steps of 32, for
+    # both variants alike.
     c.model.depth = 2
-    c.total_steps = 200
+    c.total_steps = 100
     c.log_every_steps = 25
     c.tasks.default.batch_size = 32
-    c.optim.warmup_steps = 20
+    c.optim.warmup_steps = 10
     c.checkpoint.every_steps = c.total_steps
     for ev in c.evals.values():
       ev.every_steps = c.total_steps
