@@ -23,7 +23,7 @@ def test_tiny_recipe_loads_and_overrides_parse_by_type():
     ("nope=1", "unknown config key 'nope'.*valid: .*checkpoint"),
     ("model.depth=abc", "model.depth='abc'.*int"),
     ("model.depth=0", "model.depth=0: must be a positive integer"),
-    ("model.fusion.type=middle", "model.fusion.type='middle': unknown fusion type; valid: 'bottleneck', 'early', 'late'"),
+    ("model.fusion.type=middle", "model.fusion.type='middle': unknown fusion type; valid: 'bottleneck', 'deq', 'early', 'late'"),
     ("model.fusion=early", "model.fusion is a section.*--config.model.fusion.type=early"),
     ("model.ffn.activation=tanh", "config.model.ffn.activation='tanh': valid: 'gelu'"),
     ("model.ffn.num_experts=8", "model.ffn.num_experts belongs to feed-forward type 'moe', not 'mlp'"),

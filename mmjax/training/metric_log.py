@@ -16,7 +16,8 @@ from typing import Callable
 from mmjax.checkpoint import workdir as workdir_lib
 from mmjax.perf import flops as flops_lib
 from mmjax.training.metric_windows import (ClosedWindow, MetricWindow, mean_metrics,
-                                           perf_metrics, task_perf_metrics)
+                                           perf_metrics, task_perf_metrics,
+                                           unconverged_warning)
 
 log = logging.getLogger("mmjax.train")
 
@@ -94,6 +95,9 @@ class MetricLog:
       log.warning("non-finite loss or gradient at steps %s: updates skipped (nan_policy=skip)",
                   bad)
     self.skipped += len(bad)
+    unconverged = unconverged_warning(self.fetched, closed.step)
+    if unconverged:
+      log.warning("%s", unconverged)
     self.logged = self._row(closed, times)
     self.writer.write(closed.step, self.logged)
     self.logged_step = closed.step

@@ -82,6 +82,21 @@ def mean_metrics(records: list[StepRecord]) -> dict:
   return {k: float(np.mean(v)) for k, v in values.items()}
 
 
+UNCONVERGED_KEY = "deq/not_converged"  # a DEQ trunk's statistic (models/trunks/deq.py)
+
+
+def unconverged_warning(records: list[StepRecord], log_step: int) -> str | None:
+  """A warning when more than 1% of a window's steps had a fixed-point solve that stopped
+  at its iteration cap above its tolerance (any objective's pass); None otherwise. Not
+  converging is counted, not an error."""
+  steps = [r.step for r in records
+           if any(k.endswith(UNCONVERGED_KEY) and v > 0 for k, v in r.metrics.items())]
+  if len(steps) <= 0.01 * len(records):
+    return None
+  return (f"{len(steps)} of the {len(records)} steps to {log_step} had a DEQ solve that did "
+          f"not converge (steps {steps[:5]}...): raise model.fusion.max_iterations or tol")
+
+
 def task_perf_metrics(seconds: dict[str, float], steps: dict[str, int],
                       cost: dict[str, "StepCost"]) -> dict:
   """Per task over a window: examples/s over the task's own step time, and its share of

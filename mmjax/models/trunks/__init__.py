@@ -14,9 +14,10 @@ dataclass config (defaults + checks) and its module, and one line in TRUNKS.
 """
 from mmjax.config.registry import Registry
 from mmjax.models.trunks.bottleneck import BottleneckFusionConfig, LateFusionConfig
+from mmjax.models.trunks.deq import DeqFusionConfig
 from mmjax.models.trunks.early import EarlyFusionConfig
 from mmjax.models.trunks.late_decoder import LateDecoderConfig
 
 TRUNKS = Registry("fusion", {
     "early": EarlyFusionConfig, "bottleneck": BottleneckFusionConfig, "late": LateFusionConfig,
-    "late_decoder": LateDecoderConfig})
+    "late_decoder": LateDecoderConfig, "deq": DeqFusionConfig})
