@@ -9,7 +9,7 @@ Variants, and `tiny_` forms of each (the tests' sizes):
                depth, exactly the DEQ's parameters
 `deq_variants()` returns every variant's ConfigDict; `get_config(variant)` one of them.
 Both run the same steps, batch and optimizer; sized so that the DEQ run (the slower)
-finishes inside 15 minutes on the shared 2-core CPU (docs/seed_methods_deq.md).
+finishes inside 15 minutes on the shared 2-core CPU (docs/seed_methods.md).
 """
 import importlib.util
 import os

@@ -11,6 +11,9 @@ Variants (each also as `tiny_<name>`, seconds-sized, for tests):
   lmf             LMF: the 20-way label from video + audio through a low-rank tensor
                   fusion head (rank 4) on a late-fusion trunk (mmjax/models/fusion_heads.py).
   lmf_concat_mlp  its baseline: the same trunk, with concatenation + MLP as the head.
+  deq             DEQ fusion: one block's fixed point, solved by Anderson acceleration with an
+                  implicit backward pass (mmjax/models/trunks/deq.py), on the matching task;
+  deq_stacked     its baseline: the early trunk of equal parameters.
   fourm           4M: multimodal masked modelling with Dirichlet token budgets, then a
                   finetune on the label (mmjax/objectives/multimodal_masked.py);
   masked          its baseline: per-modality masking, then the same finetune;
@@ -107,8 +110,17 @@ def _fourm_variants():
           for n in ("fourm", "masked", "scratch")}
 
 
+def _deq_variants():
+  """DEQ fusion and the stacked early trunk of equal parameters
+  (configs/mm_world_deq_variants.py)."""
+  recipes = _sibling("mm_world_deq_variants.py").deq_variants()
+  return {n: (lambda tiny, n=n: recipes[f"tiny_{n}" if tiny else n])
+          for n in ("deq", "deq_stacked")}
+
+
 def _variants():
-  builders = {**_gram_variants(), **_lmf_variants(), **_fourm_variants()}
+  builders = {**_gram_variants(), **_lmf_variants(), **_deq_variants(),
+              **_fourm_variants()}
   return {**builders, **{f"tiny_{n}": b for n, b in builders.items()}}
 
 
