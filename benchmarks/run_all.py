@@ -121,6 +121,10 @@ BENCHMARKS = (
                                   "--rounds", "5", "--max_iterations", "8"),
               bars=(Bar("deq_over_stacked_step_time_ci95", 3.0, "lower",
                         "DEQ step time <= 3x stacked"),)),
+    Benchmark("packing_fill", "how full packed rows are (text positions holding a token, "
+              "examples per row) against the same examples unpacked; data only",
+              ("--config", "configs/mm_world_nmm.py:tiny_early_packed"),
+              ("--config", "configs/mm_world_nmm.py:tiny_early_packed", "--batches", "4")),
     Benchmark("workdir_safety", "kill -9 and resume: bit-identical; evaluate during training",
               ("--kills", "5", "--evals", "5"), ("--kills", "1", "--evals", "1")),
     Benchmark("fit_recovery", "the scaling-law fitter on synthetic points of a known law",
