@@ -1,8 +1,10 @@
-"""Per-task metrics pieces: step times that never make the loop wait, per-task throughput
-and time shares, and the progress bar's task line (no compiles: fast)."""
+"""Per-task metrics pieces: step times off the loop's thread, per-task throughput and time
+shares, and the progress bar's task line (no compiles: fast)."""
 from __future__ import annotations
 
+import collections
 import io
+import threading
 import time
 
 import jax.numpy as jnp
@@ -13,88 +15,71 @@ from mmjax.perf.step_times import StepTimes, WindowTimes
 from mmjax.training.metric_windows import StepCost, task_perf_metrics
 
 
-class Clock:
-  """The test's clock: `now` moves when the test says, or when the loop waits for a step."""
+class ScriptedClock:
+  """A clock for StepTimes: the loop's thread reads `now` (set by the test), and the
+  step-times thread reads the scripted end stamps in step order, whenever it gets to them,
+  so the times are exact however loaded the machine is."""
 
-  def __init__(self):
+  def __init__(self, ends):
     self.now = 0.0
+    self._ends = collections.deque(ends)
 
   def __call__(self) -> float:
+    if threading.current_thread().name == "mmjax-step-times":
+      return self._ends.popleft()
     return self.now
-
-
-class Step:
-  """A step's outputs that end at `end` on `clock`: ready from then; waiting on them moves
-  the clock there. So the times are exact however loaded the machine is."""
-
-  def __init__(self, clock: Clock, end: float):
-    self.clock, self.end = clock, end
-
-  def is_ready(self) -> bool:
-    return self.clock.now >= self.end
-
-  def block_until_ready(self):
-    self.clock.now = max(self.clock.now, self.end)
-    return self
 
 
 def test_step_times_sum_per_task_and_reset_on_take():
   # The host dispatches all three steps at t=0; they end at 0.05, 0.08 and 0.2. A step's
   # time starts when the step before it ended, so: a 0.05 + 0.12, b 0.03.
-  clock = Clock()
+  clock = ScriptedClock(ends=[0.05, 0.08, 0.2])
   times = StepTimes(clock)
-  for task, end in (("a", 0.05), ("b", 0.08), ("a", 0.2)):
-    times.add(task, times.dispatched(), Step(clock, end))
-  took = times.take()
-  assert took.steps == {"a": 2, "b": 1} and took.end == 0.2
-  assert took.seconds["a"] == pytest.approx(0.17) and took.seconds["b"] == pytest.approx(0.03)
-  assert took.waited_s == 0.0  # a step was always in flight
-  assert times.take() == WindowTimes({}, {}, None, 0.0)
+  try:
+    for task in ("a", "b", "a"):
+      times.add(task, times.dispatched(), jnp.ones(3))
+    took = times.take()
+    assert took.steps == {"a": 2, "b": 1} and took.end == 0.2
+    assert took.seconds["a"] == pytest.approx(0.17) and took.seconds["b"] == pytest.approx(0.03)
+    assert took.waited_s == 0.0  # a step was always in flight
+    assert times.take() == WindowTimes({}, {}, None, 0.0)
+  finally:
+    times.close()
 
 
 def test_step_times_hand_out_windows_and_the_time_the_device_waited():
-  clock = Clock()
+  clock = ScriptedClock(ends=[0.03, 0.06, 0.09])
   times = StepTimes(clock)
-  times.add("a", times.dispatched(), Step(clock, 0.03))
-  first = times.take(upto=1)  # waits for step 1 only
-  assert first == WindowTimes({"a": 0.03}, {"a": 1}, 0.03, 0.0)
-  clock.now = 0.04  # the host is late: nothing in flight from 0.03 to 0.04
-  times.add("b", times.dispatched(), Step(clock, 0.06))
-  clock.now = 0.05  # dispatched while step 2 runs: no wait
-  times.add("a", times.dispatched(), Step(clock, 0.09))
-  rest = times.take()
-  assert rest.steps == {"a": 1, "b": 1} and rest.end == 0.09
-  assert rest.seconds["b"] == pytest.approx(0.02) and rest.seconds["a"] == pytest.approx(0.03)
-  assert rest.waited_s == pytest.approx(0.01)
-
-
-def test_step_times_polls_stamp_finished_steps_without_waiting():
-  clock = Clock()
-  times = StepTimes(clock)
-  times.add("a", times.dispatched(), Step(clock, 0.01))
-  times.add("a", times.dispatched(), Step(clock, 0.5))
-  clock.now = 0.02
-  times.poll()  # step 1 ended (stamped when seen: 0.02); step 2 runs on, not waited for
-  assert clock.now == 0.02
-  clock.now = 0.03
-  times.add("b", times.dispatched(), Step(clock, 0.6))  # dispatching polls too
-  assert clock.now == 0.03
-  assert times.take(upto=1) == WindowTimes({"a": 0.02}, {"a": 1}, 0.02, 0.0)
-  rest = times.take()  # now it waits: exact ends
-  assert rest.end == 0.6 and rest.seconds == {"a": pytest.approx(0.48), "b": pytest.approx(0.1)}
+  try:
+    times.add("a", times.dispatched(), jnp.ones(3))
+    first = times.take(upto=1)  # returns once step 1 has its end stamped
+    clock.now = 0.04  # the host is late: nothing in flight from 0.03 to 0.04
+    times.add("b", times.dispatched(), jnp.ones(3))
+    clock.now = 0.05  # dispatched while step 2 runs: no wait
+    times.add("a", times.dispatched(), jnp.ones(3))
+    assert first == WindowTimes({"a": 0.03}, {"a": 1}, 0.03, 0.0)
+    rest = times.take()
+    assert rest.steps == {"a": 1, "b": 1} and rest.end == 0.09
+    assert rest.seconds["b"] == pytest.approx(0.02) and rest.seconds["a"] == pytest.approx(0.03)
+    assert rest.waited_s == pytest.approx(0.01)
+  finally:
+    times.close()
 
 
 def test_step_times_on_the_real_clock_cover_the_steps():
   times = StepTimes()
-  for task in ("a", "b", "a"):
-    t0 = times.dispatched()
-    time.sleep(0.05)  # a step that takes 50 ms before its output exists
-    times.add(task, t0, jnp.ones(3))
-  took = times.take()
-  # The steps' intervals tile the time from the first dispatch to the last end, so their
-  # sum covers the three sleeps however late the stamps (no upper bound: load).
-  assert took.steps == {"a": 2, "b": 1}
-  assert took.seconds["a"] + took.seconds["b"] >= 0.15
+  try:
+    for task in ("a", "b", "a"):
+      t0 = times.dispatched()
+      time.sleep(0.05)  # a step that takes 50 ms before its output exists
+      times.add(task, t0, jnp.ones(3))
+    took = times.take()
+    # The steps' intervals tile the time from the first dispatch to the last end, so their
+    # sum covers the three sleeps however late the thread stamps (no upper bound: load).
+    assert took.steps == {"a": 2, "b": 1}
+    assert took.seconds["a"] + took.seconds["b"] >= 0.15
+  finally:
+    times.close()
 
 
 def test_task_perf_metrics_shares_add_up_and_examples_per_s():

@@ -51,7 +51,6 @@ class Saver:
                                            self.ckpt.latest_step()))
 
   def save(self, step: int, state) -> None:
-    self.metric_log.step_times.settle()  # the steps' ends, before the save's time joins them
     self.check_finite(state)  # never write a checkpoint after a bad step
     self.metric_log.write_pending()
     with self.clock("checkpoint"), self.watchdog.paused():

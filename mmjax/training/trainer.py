@@ -150,7 +150,6 @@ class Training:
     return hooks
 
   def evaluate(self, step: int, which) -> None:
-    self.step_times.settle()  # the steps' ends, before the eval's time could join them
     results = {}
     for ev in which:
       with self.run.clock("eval"), self.watchdog.paused():
@@ -164,10 +163,8 @@ class Training:
     clock, steps, iterators = run.clock, run.steps, run.iterators
     task_at, total = self.exp.schedule.task_at, self.exp.total_steps
     add, dispatched_at = self.metric_log.add, self.step_times.dispatched
-    poll = self.step_times.poll
     step, state = self.step, self.state
     while step < total and not stop.stopping:
-      poll()  # the last step's end, if reached, before the host's work for the next one
       task = task_at(step)
       with clock("data"):
         batch = place(next(iterators[task]))
@@ -208,6 +205,7 @@ class Training:
     return dict(self.metric_log.logged, **clock.report(), step=self.step)
 
   def close(self) -> None:
+    self.step_times.close()
     log.info("process %d: last completed step %d", jax.process_index(), self.step)
     if self.bar is not None:
       self.bar.close()
