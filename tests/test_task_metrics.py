@@ -12,7 +12,7 @@ import pytest
 
 from mmjax.training.progress import ProgressBar
 from mmjax.perf.step_times import StepTimes, WindowTimes
-from mmjax.training.metric_windows import StepCost, task_perf_metrics
+from mmjax.training.metric_windows import MetricWindow, StepCost, task_perf_metrics
 
 
 class ScriptedClock:
@@ -102,3 +102,14 @@ def test_progress_bar_names_the_current_task_and_every_tasks_steps(monkeypatch):
   bar.close()
   line = err.getvalue().splitlines()[-1] if "\n" in err.getvalue() else err.getvalue()
   assert "mlm:" in line and "t2i:3 mlm:2" in line and "loss=1.500" in line
+
+
+def test_a_window_fetches_its_steps_as_host_floats_and_starts_afresh():
+  window, cost = MetricWindow(), StepCost(examples=1, tokens=0, flops=0.0)
+  window.add(0, "a", {"loss": jnp.float32(2.5), "finite": jnp.ones(())}, cost)
+  window.add(1, "b", {"loss": 1.25, "finite": 1.0}, cost)  # values already on the host
+  first, second = window.fetch()
+  assert (first.step, first.task, first.metrics) == (0, "a", {"loss": 2.5, "finite": 1.0})
+  assert (second.step, second.task, second.metrics) == (1, "b", {"loss": 1.25, "finite": 1.0})
+  assert all(type(v) is float for r in (first, second) for v in r.metrics.values())
+  assert window.fetch() == []

@@ -49,7 +49,8 @@ class MetricWindow:
     arrays = [a for r in self.records for a in r.metrics.values()]
     # On an accelerator, start every copy before waiting on any; on the CPU the values are
     # already in host memory, and starting "copies" cost ~4x the reads (1 ms per window).
-    if arrays and next(iter(arrays[0].devices())).platform != "cpu":
+    if (arrays and isinstance(arrays[0], jax.Array)
+        and next(iter(arrays[0].devices())).platform != "cpu"):
       for a in arrays:
         a.copy_to_host_async()
     out = [StepRecord(r.step, r.task, {k: float(np.asarray(v)) for k, v in r.metrics.items()})
