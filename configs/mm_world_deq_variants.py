@@ -11,18 +11,16 @@ Variants, and `tiny_` forms of each (the tests' sizes):
 Both run the same steps, batch and optimizer; sized so that the DEQ run (the slower)
 finishes inside 15 minutes on the shared 2-core CPU (docs/seed_methods.md).
 """
-import importlib.util
 import os
+
+from mmjax.config.recipe import import_file
 
 NAMES = ("deq", "deq_stacked")
 
 
 def _fusion_recipe():
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mm_world_fusion.py")
-  spec = importlib.util.spec_from_file_location("mm_world_fusion", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return import_file(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                  "mm_world_fusion.py"), "recipe")
 
 
 def _variant(name: str, tiny: bool):

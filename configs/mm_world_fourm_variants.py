@@ -15,10 +15,11 @@ Variants (`fourm_variants()`; `tiny_*`: seconds on mm_world/tiny, what the tests
 At 100 finetune steps every arm is near 1.0 on this label (measured), so the early points
 of the curve are where the pretraining can show.
 """
-import importlib.util
 import os
 
 import ml_collections as mlc
+
+from mmjax.config.recipe import import_file
 
 _MM_WORLD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mm_world.py")
 
@@ -36,10 +37,7 @@ def _pretrain_objectives(arm: str) -> mlc.ConfigDict:
 
 def _mm_world_tiny() -> mlc.ConfigDict:
   """The main recipe's tiny variant (configs are files, not a package: loaded by path)."""
-  spec = importlib.util.spec_from_file_location("mm_world", _MM_WORLD)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config("tiny")
+  return import_file(_MM_WORLD, "recipe").get_config("tiny")
 
 
 def _variant(arm: str, tiny: bool) -> mlc.ConfigDict:

@@ -19,17 +19,14 @@ Variants (each also as `tiny_<name>`, seconds-sized, for tests):
   masked          its baseline: per-modality masking, then the same finetune;
   scratch         the finetune alone (configs/mm_world_fourm_variants.py holds all three).
 """
-import importlib.util
 import os
+
+from mmjax.config.recipe import import_file
 
 
 def _sibling(filename: str):
   """A recipe module next to this one (recipes are files, not a package)."""
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), filename)
-  spec = importlib.util.spec_from_file_location(filename[:-3], path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return import_file(os.path.join(os.path.dirname(os.path.abspath(__file__)), filename), "recipe")
 
 
 def _mm_world():
