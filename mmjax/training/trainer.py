@@ -96,8 +96,6 @@ class Training:
   def __init__(self, run: Run, workdir: str, ckpt: Checkpointer):
     exp, is_main = run.experiment, jax.process_index() == 0
     self.run, self.ckpt, self.exp = run, ckpt, exp
-    with run.clock("compile"):  # the peers' compiles end at different times; restore is collective
-      distributed.wait_for_all("compiled")
     self.start_step, self.state, data_states = restore_or_init(run, ckpt)
     if is_main:
       workdir_lib.write_config(workdir, exp.config)
@@ -224,6 +222,10 @@ def train(exp: Experiment, workdir: str, *, compile_only: bool = False,
   if compile_only:
     return compile_report(run)
   run.first = {}  # no device memory held for the run's length
+  # The peers' compiles end at different times; the workdir lock's agreement is the first
+  # collective after them.
+  with run.clock("compile"):
+    distributed.wait_for_all("compiled")
   # Nothing is written into the workdir before this point, so a bad config leaves none.
   lock = workdir_lock.acquire_for_job(workdir, jax.process_index(), jax.process_count())
   ckpt = Checkpointer(workdir_lib.checkpoint_dir(workdir), keep=exp.checkpoint.keep,
