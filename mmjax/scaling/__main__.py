@@ -1,10 +1,12 @@
-"""python -m mmjax.scaling {sweep,collect,fit,plot} ...
+"""python -m mmjax.scaling {sweep,collect,fit,compare,plot} ...
 
   sweep   --sweep FILE --out DIR [--launcher local|slurm|print] [--parallel K] [--dry-run]
           [--sbatch-args "..."]     runs (or submits, or prints) every unfinished run
   collect --out DIR [--objective caption_mlm]   -> DIR/results.csv and DIR/failed.csv
   fit     --results CSV --out DIR [--group-by fusion] [--params-column active_params]
           [--bootstrap B]           prints one JSON object; writes DIR/fit.json
+  compare --fit DIR --budgets 1e12,1e14,1e16   which family is better at each budget, with
+                                    intervals from the fit's bootstrap: one JSON object
   plot    --results CSV --fit DIR --out DIR      -> PNGs
 """
 from __future__ import annotations
@@ -39,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
   f.add_argument("--group-by", default=None, help="fit each value of this column apart")
   f.add_argument("--params-column", default="params")
   f.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% intervals")
+  k = sub.add_parser("compare", help="families' frontiers compared at compute budgets")
+  k.add_argument("--fit", required=True, help="the --out of `fit --group-by family --bootstrap B`")
+  k.add_argument("--budgets", required=True, help="comma-separated FLOPs, e.g. 1e12,1e14,1e16")
   g = sub.add_parser("plot", help="PNG plots of results and fit")
   g.add_argument("--results", required=True)
   g.add_argument("--fit", required=True, help="the --out of the fit command")
@@ -92,7 +97,7 @@ def collect(args) -> int:
 
 def fit(args) -> int:
   from mmjax.checkpoint import workdir as workdir_lib
-  from mmjax.scaling import fit as fit_lib
+  from mmjax.scaling import fit as fit_lib, frontier
   rows = fit_lib.read_rows(args.results)
   if args.group_by:
     if rows and args.group_by not in rows[0]:
@@ -108,6 +113,7 @@ def fit(args) -> int:
     where = args.results if name is None else f"{args.results} ({args.group_by}={name})"
     pts = fit_lib.points_from_rows(group_rows, args.params_column, source=where)
     result = fit_lib.fit_all(pts, bootstrap_resamples=args.bootstrap)
+    frontier.annotate(result, pts)
     result.update(params_column=args.params_column, group_by=args.group_by)
     fits[name] = result
   out = fit_lib.json_safe(fits[None] if args.group_by is None else fits)
@@ -123,18 +129,28 @@ def fit(args) -> int:
 
 
 def fit_table(fits: dict) -> str:
-  keys = ("E", "A", "B", "alpha", "beta", "n_opt_exponent", "d_opt_exponent", "r2_log_loss",
-          "huber", "num_points")
+  keys = ("E", "A", "B", "alpha", "beta", "n_opt_exponent", "d_opt_exponent", "gamma",
+          "r2_log_loss", "huber", "num_points")
   names = [str(n) for n in fits]
   w = max(12, *(len(n) + 2 for n in names))
   lines = [f"{'':<16}" + "".join(f"{n:>{w}}" for n in names)]
   for k in keys:
-    lines.append(f"{k:<16}" + "".join(f"{_num(fits[n][k]):>{w}.4g}" for n in fits))
+    lines.append(f"{k:<16}" + "".join(f"{_num(fits[n].get(k)):>{w}.4g}" for n in fits))
   return "\n".join(lines)
 
 
 def _num(v) -> float:
   return float("nan") if v is None else float(v)
+
+
+def compare(args) -> int:
+  from mmjax.scaling import compare as compare_lib, fit as fit_lib
+  budgets = compare_lib.parse_budgets(args.budgets)
+  fits = compare_lib.load_fits(args.fit)
+  for w in compare_lib.extrapolation_warnings(fits, budgets):
+    print(f"warning: {w}", file=sys.stderr)
+  print(json.dumps(fit_lib.json_safe(compare_lib.compare(fits, budgets)), sort_keys=True))
+  return 0
 
 
 def plot(args) -> int:
@@ -155,8 +171,14 @@ def plot(args) -> int:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  if args.command != "sweep" and "numpy" not in sys.modules:
+    # The fits' L-BFGS on 5 parameters is 3-8x slower when OpenBLAS spins up threads on a
+    # busy machine; one thread is always enough here. Read by OpenBLAS when numpy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
   try:
-    return {"sweep": sweep, "collect": collect, "fit": fit, "plot": plot}[args.command](args)
+    commands = {"sweep": sweep, "collect": collect, "fit": fit, "compare": compare,
+                "plot": plot}
+    return commands[args.command](args)
   except MmjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
