@@ -41,6 +41,9 @@ def _parser() -> argparse.ArgumentParser:
   f.add_argument("--group-by", default=None, help="fit each value of this column apart")
   f.add_argument("--params-column", default="params")
   f.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% intervals")
+  f.add_argument("--flops-column", default="flops",
+                 help="compute axis of the frontier and gamma: flops (the trainer's count), "
+                      "flops_nmm (NMM's convention) or flops_6nd")
   k = sub.add_parser("compare", help="families' frontiers compared at compute budgets")
   k.add_argument("--fit", required=True, help="the --out of `fit --group-by family --bootstrap B`")
   k.add_argument("--budgets", required=True, help="comma-separated FLOPs, e.g. 1e12,1e14,1e16")
@@ -108,13 +111,18 @@ def fit(args) -> int:
       groups.setdefault(r[args.group_by], []).append(r)
   else:
     groups = {None: rows}
+  if rows and args.flops_column != "flops" and args.flops_column not in rows[0]:
+    raise fit_lib.FitError(f"{args.results}: missing column {args.flops_column!r} "
+                           f"(--flops-column); columns are {list(rows[0])}")
   fits = {}
   for name, group_rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
     where = args.results if name is None else f"{args.results} ({args.group_by}={name})"
-    pts = fit_lib.points_from_rows(group_rows, args.params_column, source=where)
+    pts = fit_lib.points_from_rows(group_rows, args.params_column, source=where,
+                                   flops_column=args.flops_column)
     result = fit_lib.fit_all(pts, bootstrap_resamples=args.bootstrap)
     frontier.annotate(result, pts)
-    result.update(params_column=args.params_column, group_by=args.group_by)
+    result.update(params_column=args.params_column, group_by=args.group_by,
+                  flops_column=args.flops_column)
     fits[name] = result
   out = fit_lib.json_safe(fits[None] if args.group_by is None else fits)
   os.makedirs(args.out, exist_ok=True)

@@ -64,7 +64,7 @@ def read_rows(path: str) -> list[dict]:
 
 def points_from_rows(rows: Sequence[dict], params_column: str = "params",
                      tokens_column: str = "tokens", loss_column: str = "loss",
-                     source: str = "results") -> Points:
+                     source: str = "results", flops_column: str = "flops") -> Points:
   """Checks and converts CSV rows. Row numbers count data rows from 1 (line = row + 1)."""
   if not rows:
     raise FitError(f"{source}: no data rows")
@@ -89,8 +89,8 @@ def points_from_rows(rows: Sequence[dict], params_column: str = "params",
   if "budget" in header and all(r.get("budget") not in (None, "") for r in rows):
     budget = np.asarray([float(r["budget"]) for r in rows])
   flops = None
-  if "flops" in header:
-    flops = np.asarray([_positive_or_nan(r.get("flops")) for r in rows])
+  if flops_column in header:
+    flops = np.asarray([_positive_or_nan(r.get(flops_column)) for r in rows])
     flops = flops if np.isfinite(flops).all() else None  # partial accounting: 6ND instead
   return Points(cols[params_column], cols[tokens_column], cols[loss_column], budget, flops)
 
