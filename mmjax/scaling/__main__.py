@@ -66,6 +66,10 @@ def sweep(args) -> int:
   print(f"{len(runs)} runs: {len(runs) - len(todo)} finished, "
         f"{sum(s == 'unfinished' for s in states.values())} unfinished, "
         f"{sum(s == 'missing' for s in states.values())} missing", file=sys.stderr)
+  if args.dry_run:
+    from mmjax.scaling import cost
+    for line in cost.cost_lines([r.name for r in todo], configs):
+      print(line, file=sys.stderr)
   if args.launcher == "print" or (args.dry_run and args.launcher == "local"):
     for r in todo:
       print(shlex.join(runner.train_command(r, os.path.join(out, r.name), python="python")))
