@@ -1,4 +1,4 @@
-"""python -m mmjax.scaling {sweep,collect,fit,compare,plot} ...
+"""python -m mmjax.scaling {sweep,collect,fit,compare,plot,report} ...
 
   sweep   --sweep FILE --out DIR [--launcher local|slurm|print] [--parallel K] [--dry-run]
           [--sbatch-args "..."]     runs (or submits, or prints) every unfinished run
@@ -8,6 +8,7 @@
   compare --fit DIR --budgets 1e12,1e14,1e16   which family is better at each budget, with
                                     intervals from the fit's bootstrap: one JSON object
   plot    --results CSV --fit DIR --out DIR      -> PNGs
+  report  --out DIR [--results CSV] [--fit DIR] [--budgets ...]   -> DIR/report.md, one page
 """
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
   k = sub.add_parser("compare", help="families' frontiers compared at compute budgets")
   k.add_argument("--fit", required=True, help="the --out of `fit --group-by family --bootstrap B`")
   k.add_argument("--budgets", required=True, help="comma-separated FLOPs, e.g. 1e12,1e14,1e16")
+  r = sub.add_parser("report", help="DIR/report.md: fit table, verdicts, figures, commands")
+  r.add_argument("--out", required=True, help="where report.md goes (a sweep's --out)")
+  r.add_argument("--results", default=None, help="default: DIR/results.csv")
+  r.add_argument("--fit", default=None, help="default: DIR/fit (a grouped, bootstrapped fit)")
+  r.add_argument("--budgets", default=None, help="default: the runs' smallest, middle and "
+                                                  "largest compute")
   g = sub.add_parser("plot", help="PNG plots of results and fit")
   g.add_argument("--results", required=True)
   g.add_argument("--fit", required=True, help="the --out of the fit command")
@@ -165,6 +172,16 @@ def compare(args) -> int:
   return 0
 
 
+def report(args) -> int:
+  from mmjax.scaling import compare as compare_lib, fit as fit_lib, report as report_lib
+  results = args.results or os.path.join(args.out, "results.csv")
+  fit_dir = args.fit or os.path.join(args.out, "fit")
+  budgets = compare_lib.parse_budgets(args.budgets) if args.budgets else None
+  rows = fit_lib.read_rows(results)
+  print(report_lib.write_report(args.out, rows, results, fit_dir, budgets))
+  return 0
+
+
 def plot(args) -> int:
   from mmjax.scaling import fit as fit_lib, plot as plot_lib
   path = os.path.join(args.fit, "fit.json")
@@ -189,7 +206,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
   try:
     commands = {"sweep": sweep, "collect": collect, "fit": fit, "compare": compare,
-                "plot": plot}
+                "plot": plot, "report": report}
     return commands[args.command](args)
   except MmjaxError as e:
     print(f"error: {e}", file=sys.stderr)
