@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from mmjax.scaling import sweep
+from mmjax.scaling import runner, sweep
 from tests.conftest import ROOT, run_cli
 
 SWEEPS = os.path.join(ROOT, "configs", "sweeps")
@@ -26,6 +26,8 @@ def test_the_tiny_nmm_sweep_has_three_families_of_4_sizes_by_3_budgets():
     assert len({e.total_steps * e.tasks["default"].batch_size for e in exps}) >= 3, family
   late = by_family["late"][0]
   assert late.model.fusion.encoder_depth == 0  # the encoder grows with the decoder
+  # The same file submits as one SLURM job array, as every sweep does.
+  assert "--array=0-35" in runner.slurm_submission("/tmp/o", runs)
 
 
 def test_families_with_different_targets_are_refused_naming_both():
