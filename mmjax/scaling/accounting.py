@@ -74,11 +74,20 @@ def family_counts(exp, examples: float, task: str = "default") -> dict:
               flops_6nd=6.0 * n_all * d_all)
 
 
+def per_example(exp) -> bool:
+  """Whether the counts here apply: one task whose batches are examples, not packed rows
+  (a packed row's tokens and shapes are the packer's, recorded by the trainer)."""
+  return len(exp.tasks) == 1 and not next(iter(exp.tasks.values())).data.get("packing")
+
+
 def trainer_flops(exp, steps: int, task: str = "default") -> float:
   """The trainer's analytic count (`perf/flops`) after `steps` steps of an unpacked task:
   the very function the trainer calls, on the batch shapes the recipe gives."""
   from mmjax.perf import flops as flops_lib
   t = exp.tasks[task]
+  if t.data.get("packing"):
+    raise ValueError(f"task {task!r} packs its examples: its step shapes are the packer's; "
+                     f"read perf/flops from the run's metrics.jsonl instead")
   shapes = {m: (t.batch_size, *s.shape) for m, s in exp.model.modalities.items()}
   return steps * flops_lib.train_step_flops(exp.model, t.objectives, shapes, t.microbatches,
                                             t.settings.token_drop)

@@ -78,9 +78,9 @@ def collect_run(workdir: str, name: str, objective: str) -> dict:
   if not math.isfinite(loss):
     raise ValueError(f"failed: final loss is {loss}")
   evals = {k: v for k, v in final.items() if k.startswith(runner.eval_prefixes(exp))}
-  # Per-family accounting needs one task's examples; a multi-task run has the common columns.
+  # Per-family accounting needs one task's examples; other runs have the common columns.
   family = accounting.family_counts(exp, n["examples"], next(iter(exp.tasks))) \
-      if len(exp.tasks) == 1 else {}
+      if accounting.per_example(exp) else {}
   return dict(run=name, fusion=fusion_of(exp), params=n["params"],
               active_params=float(at_end.get(MOE_ACTIVE_KEY, n["params"])), tokens=n["tokens"],
               flops=n["flops"], examples=n["examples"], steps=exp.total_steps, loss=loss,

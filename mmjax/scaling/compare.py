@@ -90,9 +90,11 @@ def pair_verdicts(first: str, rec1: dict, second: str, rec2: dict, budgets) -> l
   out = []
   for j, c in enumerate(budgets):
     r = ratios[:, j][np.isfinite(ratios[:, j])]
-    lo, hi = (float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))) if r.size \
-        else (float("nan"), float("nan"))
-    better = "tie" if not (hi < 1.0 or lo > 1.0) else (first if hi < 1.0 else second)
+    if not r.size:  # no refit has a frontier here (an exponent at 0): no verdict
+      lo, hi, better = float("nan"), float("nan"), "unknown"
+    else:
+      lo, hi = float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))
+      better = "tie" if lo <= 1.0 <= hi else (first if hi < 1.0 else second)
     out.append(dict(flops=float(c), loss_ratio=float(p1[j] / p2[j]), ci95=[lo, hi],
                     better=better, **{f"loss_{first}": float(p1[j]),
                                       f"loss_{second}": float(p2[j])}))

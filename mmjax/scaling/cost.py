@@ -14,10 +14,10 @@ GPU = "H100"
 
 
 def run_flops(exp) -> float | None:
-  """Training FLOPs of a one-task run (None for several tasks: their step split is the
-  schedule's, known only as it runs)."""
+  """Training FLOPs of a one-task unpacked run (None otherwise: the step split of several
+  tasks is the schedule's, and packed rows' shapes the packer's, known only as it runs)."""
   from mmjax.scaling import accounting
-  if len(exp.tasks) != 1:
+  if not accounting.per_example(exp):
     return None
   return accounting.trainer_flops(exp, exp.total_steps, next(iter(exp.tasks)))
 
@@ -33,7 +33,7 @@ def cost_lines(names: Sequence[str], configs: Mapping) -> list[str]:
   for name in names:
     flops = run_flops(configs[name])
     if flops is None:
-      lines.append(f"{name}: FLOPs unknown (several tasks)")
+      lines.append(f"{name}: FLOPs unknown (several tasks or packed rows)")
       continue
     hours = gpu_hours(flops)
     total_flops, total_hours = total_flops + flops, total_hours + hours
