@@ -37,6 +37,10 @@ def test_early_fusion_is_6nd_and_moe_is_a_family_of_its_own():
   assert early["family"] == "early" and early["params_encoder"] == 0
   assert early["flops_nmm"] == early["flops_6nd"] == pytest.approx(
       6 * counts.param_count(exp) * 64 * 1000)
-  _, moe = _counts("tiny_early", "model.ffn.type=moe", "model.ffn.top_k=1",
-                   "model.ffn.num_experts=4")
+  exp, moe = _counts("tiny_early", "model.ffn.type=moe", "model.ffn.top_k=1",
+                     "model.ffn.num_experts=4")
   assert moe["family"] == "early_moe"
+  # A token uses 1 expert of 4: N is the active count, as the trainer logs it.
+  total = counts.param_count(exp)
+  assert total - moe["active_params"] == 3 * 2 * 32 * 64 + 3 * (64 + 32)  # 3 idle experts
+  assert moe["flops_nmm"] == moe["flops_6nd"] == 6 * moe["active_params"] * 64 * 1000

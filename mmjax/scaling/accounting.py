@@ -9,7 +9,10 @@ because the encoder's weights touch only the encoded modality's tokens:
   D_enc  tokens of the encoded modalities (image patches)
   D_dec  tokens the decoder runs over: the encoded prefix plus the text
 With early fusion every parameter sees every token: N_enc = 0 and C = 6 N D. `flops_6nd`
-(6 N D with N = all parameters, D = all input tokens) is given beside it for every family.
+(6 N D with N = the active parameters, D = all input tokens) is given beside it for every
+family. With MoE, N counts the parameters a token uses (the trainer's `active_params`):
+the experts it is not routed to do no work for it. Only the decoder's inactive experts are
+subtracted; a late-fusion MoE's encoder experts would need the same (no sweep has one).
 Both conventions leave out attention's L^2 term; the trainer's `perf/flops` (the `flops`
 column) counts what runs, attention and heads included (mmjax/perf/flops.py).
 
@@ -67,11 +70,15 @@ def family_counts(exp, examples: float, task: str = "default") -> dict:
   split = param_split(exp, task)
   d_enc = examples * sum(per_example[m] for m in encoded)
   d_all = examples * sum(per_example.values())
-  n_all = split["encoder"] + split["decoder"]
+  from mmjax.perf import flops as flops_lib
+  total = split["encoder"] + split["decoder"]
+  active = flops_lib.active_param_count(exp.model, total)
+  dec_active = split["decoder"] - (total - active)
   return dict(family=family_of(exp), params_encoder=float(split["encoder"]),
-              params_decoder=float(split["decoder"]), tokens_encoder=d_enc, tokens_decoder=d_all,
-              flops_nmm=6.0 * (split["encoder"] * d_enc + split["decoder"] * d_all),
-              flops_6nd=6.0 * n_all * d_all)
+              params_decoder=float(split["decoder"]), active_params=float(active),
+              tokens_encoder=d_enc, tokens_decoder=d_all,
+              flops_nmm=6.0 * (split["encoder"] * d_enc + dec_active * d_all),
+              flops_6nd=6.0 * active * d_all)
 
 
 def per_example(exp) -> bool:

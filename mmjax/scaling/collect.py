@@ -81,10 +81,11 @@ def collect_run(workdir: str, name: str, objective: str) -> dict:
   # Per-family accounting needs one task's examples; other runs have the common columns.
   family = accounting.family_counts(exp, n["examples"], next(iter(exp.tasks))) \
       if accounting.per_example(exp) else {}
-  return dict(run=name, fusion=fusion_of(exp), params=n["params"],
-              active_params=float(at_end.get(MOE_ACTIVE_KEY, n["params"])), tokens=n["tokens"],
-              flops=n["flops"], examples=n["examples"], steps=exp.total_steps, loss=loss,
-              **family, **evals)
+  # The trainer's active_params where it recorded one, else the accounting's (or N).
+  active = float(at_end.get(MOE_ACTIVE_KEY, family.pop("active_params", n["params"])))
+  return dict(run=name, fusion=fusion_of(exp), params=n["params"], active_params=active,
+              tokens=n["tokens"], flops=n["flops"], examples=n["examples"],
+              steps=exp.total_steps, loss=loss, **family, **evals)
 
 
 def _last_error(workdir: str) -> str:
