@@ -24,6 +24,9 @@ def with_test_xla_flags(flags: str) -> str:
 
 
 os.environ["XLA_FLAGS"] = with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
+# Small numpy/scipy problems (the scaling fits) run 3-8x slower on this shared 2-core machine
+# when OpenBLAS starts a thread per core; read when numpy first loads, so set it here.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "mm_world.py") + ":tiny"

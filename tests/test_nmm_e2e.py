@@ -8,6 +8,7 @@ import pytest
 
 from mmjax import experiment
 from mmjax.config import recipe
+from mmjax.scaling import accounting
 from tests.conftest import ROOT, run_cli
 from tests.test_train_e2e import read_metrics
 
@@ -29,8 +30,14 @@ def test_the_tiny_nmm_variants_parse():
 def test_tiny_nmm_early_trains_and_evaluates(world_dir, tmp_path):
   run_cli("mmjax.train", ["--config", f"{NMM}:tiny_early", "--workdir", str(tmp_path),
                           f"--config.tasks.default.data.data_dir={world_dir}"])
-  losses = [r["train/default/loss"] for r in read_metrics(tmp_path) if "train/default/loss" in r]
+  rows = read_metrics(tmp_path)
+  losses = [r["train/default/loss"] for r in rows if "train/default/loss" in r]
   assert losses[-1] < losses[0], losses
+  # The scaling sweeps' accounting of this run, from its config, against the trainer's count.
+  exp = experiment.parse(recipe.load(f"{NMM}:tiny_early"))
+  recorded = [r["perf/flops"] for r in rows if r.get("step") == exp.total_steps
+              and "perf/flops" in r][-1]
+  assert accounting.trainer_flops(exp, exp.total_steps) == pytest.approx(recorded, rel=0.01)
   out = run_cli("mmjax.evaluate", ["--workdir", str(tmp_path)])
   metrics = json.loads(out.stdout.strip().splitlines()[-1])
   loss = metrics["default/loss/caption/loss"]

@@ -85,3 +85,18 @@ def test_the_floor_is_zero_with_the_image_and_real_with_audio_whole_words():
   assert floor("audio", "token") < 0.05
   audio_word = floor("audio", "word")
   assert 0.15 < audio_word < floor("none", "word")  # the audio's shape lowers it, not to 0
+
+
+def test_the_next_token_floor_is_the_template_alone_with_the_image():
+  """NMM's generative target: with the image only the template (4, drawn independently of
+  the scene) is unknown, so a caption's summed loss is log 4, spread over its targets; each
+  modality that says less raises the floor, which is what fusing the image is worth."""
+  from mmjax.data import world_render
+  ab, _ = ByteTokenizer().encode_batch(["ab"], 48)
+  assert (np.asarray(ab) != 0).sum() == 4  # bos a b eos: 3 targets, BOS is none
+  ids, _ = caption_floor._captions(48)
+  targets = (ids != 0).sum(1) - 1
+  image = caption_floor.next_token_floor("image")
+  assert image == pytest.approx(np.log(len(world_render.TEMPLATES)) / targets.mean(), rel=1e-9)
+  assert 0.02 < image < caption_floor.next_token_floor("audio") \
+      < caption_floor.next_token_floor("none")

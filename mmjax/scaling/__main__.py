@@ -1,11 +1,14 @@
-"""python -m mmjax.scaling {sweep,collect,fit,plot} ...
+"""python -m mmjax.scaling {sweep,collect,fit,compare,plot,report} ...
 
   sweep   --sweep FILE --out DIR [--launcher local|slurm|print] [--parallel K] [--dry-run]
           [--sbatch-args "..."]     runs (or submits, or prints) every unfinished run
   collect --out DIR [--objective caption_mlm]   -> DIR/results.csv and DIR/failed.csv
   fit     --results CSV --out DIR [--group-by fusion] [--params-column active_params]
           [--bootstrap B]           prints one JSON object; writes DIR/fit.json
+  compare --fit DIR --budgets 1e12,1e14,1e16   which family is better at each budget, with
+                                    intervals from the fit's bootstrap: one JSON object
   plot    --results CSV --fit DIR --out DIR      -> PNGs
+  report  --out DIR [--results CSV] [--fit DIR] [--budgets ...]   -> DIR/report.md, one page
 """
 from __future__ import annotations
 
@@ -39,6 +42,18 @@ def _parser() -> argparse.ArgumentParser:
   f.add_argument("--group-by", default=None, help="fit each value of this column apart")
   f.add_argument("--params-column", default="params")
   f.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% intervals")
+  f.add_argument("--flops-column", default="flops",
+                 help="compute axis of the frontier and gamma: flops (the trainer's count), "
+                      "flops_nmm (NMM's convention) or flops_6nd")
+  k = sub.add_parser("compare", help="families' frontiers compared at compute budgets")
+  k.add_argument("--fit", required=True, help="the --out of `fit --group-by family --bootstrap B`")
+  k.add_argument("--budgets", required=True, help="comma-separated FLOPs, e.g. 1e12,1e14,1e16")
+  r = sub.add_parser("report", help="DIR/report.md: fit table, verdicts, figures, commands")
+  r.add_argument("--out", required=True, help="where report.md goes (a sweep's --out)")
+  r.add_argument("--results", default=None, help="default: DIR/results.csv")
+  r.add_argument("--fit", default=None, help="default: DIR/fit (a grouped, bootstrapped fit)")
+  r.add_argument("--budgets", default=None, help="default: the runs' smallest, middle and "
+                                                  "largest compute")
   g = sub.add_parser("plot", help="PNG plots of results and fit")
   g.add_argument("--results", required=True)
   g.add_argument("--fit", required=True, help="the --out of the fit command")
@@ -58,6 +73,10 @@ def sweep(args) -> int:
   print(f"{len(runs)} runs: {len(runs) - len(todo)} finished, "
         f"{sum(s == 'unfinished' for s in states.values())} unfinished, "
         f"{sum(s == 'missing' for s in states.values())} missing", file=sys.stderr)
+  if args.dry_run:
+    from mmjax.scaling import cost
+    for line in cost.cost_lines([r.name for r in todo], configs):
+      print(line, file=sys.stderr)
   if args.launcher == "print" or (args.dry_run and args.launcher == "local"):
     for r in todo:
       print(shlex.join(runner.train_command(r, os.path.join(out, r.name), python="python")))
@@ -92,7 +111,7 @@ def collect(args) -> int:
 
 def fit(args) -> int:
   from mmjax.checkpoint import workdir as workdir_lib
-  from mmjax.scaling import fit as fit_lib
+  from mmjax.scaling import fit as fit_lib, frontier
   rows = fit_lib.read_rows(args.results)
   if args.group_by:
     if rows and args.group_by not in rows[0]:
@@ -103,12 +122,18 @@ def fit(args) -> int:
       groups.setdefault(r[args.group_by], []).append(r)
   else:
     groups = {None: rows}
+  if rows and args.flops_column != "flops" and args.flops_column not in rows[0]:
+    raise fit_lib.FitError(f"{args.results}: missing column {args.flops_column!r} "
+                           f"(--flops-column); columns are {list(rows[0])}")
   fits = {}
   for name, group_rows in sorted(groups.items(), key=lambda kv: str(kv[0])):
     where = args.results if name is None else f"{args.results} ({args.group_by}={name})"
-    pts = fit_lib.points_from_rows(group_rows, args.params_column, source=where)
+    pts = fit_lib.points_from_rows(group_rows, args.params_column, source=where,
+                                   flops_column=args.flops_column)
     result = fit_lib.fit_all(pts, bootstrap_resamples=args.bootstrap)
-    result.update(params_column=args.params_column, group_by=args.group_by)
+    frontier.annotate(result, pts)
+    result.update(params_column=args.params_column, group_by=args.group_by,
+                  flops_column=args.flops_column)
     fits[name] = result
   out = fit_lib.json_safe(fits[None] if args.group_by is None else fits)
   os.makedirs(args.out, exist_ok=True)
@@ -123,18 +148,38 @@ def fit(args) -> int:
 
 
 def fit_table(fits: dict) -> str:
-  keys = ("E", "A", "B", "alpha", "beta", "n_opt_exponent", "d_opt_exponent", "r2_log_loss",
-          "huber", "num_points")
+  keys = ("E", "A", "B", "alpha", "beta", "n_opt_exponent", "d_opt_exponent", "gamma",
+          "r2_log_loss", "huber", "num_points")
   names = [str(n) for n in fits]
   w = max(12, *(len(n) + 2 for n in names))
   lines = [f"{'':<16}" + "".join(f"{n:>{w}}" for n in names)]
   for k in keys:
-    lines.append(f"{k:<16}" + "".join(f"{_num(fits[n][k]):>{w}.4g}" for n in fits))
+    lines.append(f"{k:<16}" + "".join(f"{_num(fits[n].get(k)):>{w}.4g}" for n in fits))
   return "\n".join(lines)
 
 
 def _num(v) -> float:
   return float("nan") if v is None else float(v)
+
+
+def compare(args) -> int:
+  from mmjax.scaling import compare as compare_lib, fit as fit_lib
+  budgets = compare_lib.parse_budgets(args.budgets)
+  fits = compare_lib.load_fits(args.fit)
+  for w in compare_lib.extrapolation_warnings(fits, budgets):
+    print(f"warning: {w}", file=sys.stderr)
+  print(json.dumps(fit_lib.json_safe(compare_lib.compare(fits, budgets)), sort_keys=True))
+  return 0
+
+
+def report(args) -> int:
+  from mmjax.scaling import compare as compare_lib, fit as fit_lib, report as report_lib
+  results = args.results or os.path.join(args.out, "results.csv")
+  fit_dir = args.fit or os.path.join(args.out, "fit")
+  budgets = compare_lib.parse_budgets(args.budgets) if args.budgets else None
+  rows = fit_lib.read_rows(results)
+  print(report_lib.write_report(args.out, rows, results, fit_dir, budgets))
+  return 0
 
 
 def plot(args) -> int:
@@ -155,8 +200,14 @@ def plot(args) -> int:
 
 def main(argv=None) -> int:
   args = _parser().parse_args(argv)
+  if args.command != "sweep" and "numpy" not in sys.modules:
+    # The fits' L-BFGS on 5 parameters is 3-8x slower when OpenBLAS spins up threads on a
+    # busy machine; one thread is always enough here. Read by OpenBLAS when numpy loads.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
   try:
-    return {"sweep": sweep, "collect": collect, "fit": fit, "plot": plot}[args.command](args)
+    commands = {"sweep": sweep, "collect": collect, "fit": fit, "compare": compare,
+                "plot": plot, "report": report}
+    return commands[args.command](args)
   except MmjaxError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

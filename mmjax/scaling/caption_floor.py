@@ -13,6 +13,16 @@ Its loss on a hidden token is -log of the share of the captions consistent with 
 which put the true byte there (scenes are uniform, so the posterior is uniform over them).
 Averaged over hidden tokens, that is the irreducible loss E of L(N, D) = E + A/N^a + B/D^b:
 a fitted E can be checked against it.
+
+`next_token_floor` is the same for NMM's generative target (objectives/next_token.py:
+each caption token after BOS predicted from the ones before it and the context). By the
+chain rule a caption's summed loss under the ideal model is -log P(caption | context):
+with scenes uniform, log(|captions consistent with the context| / copies of this text among
+them). The objective averages over target tokens, so the floor is the sum of that over all
+scenes over the sum of their targets, exactly (no sampling). The image fixes every factor but
+not the template (drawn independently, 4 of them), so the floor with the image is small
+but > 0, and without the image (`none`) the factors are unknown too: the gap is what
+fusing the image is worth.
 """
 from __future__ import annotations
 
@@ -71,3 +81,21 @@ def floor(context: str = "audio", ratio: float = 0.5, unit: str = "token",
     total -= np.log(share).sum()
     count += int(hide.sum())
   return total / count
+
+
+def next_token_floor(context: str = "image", max_len: int = 48) -> float:
+  """Bayes-optimal next-token cross-entropy (nats) per target caption token, exactly."""
+  if context not in KNOWN:
+    raise ValueError(f"context {context!r}: choose one of {sorted(KNOWN)}")
+  ids, factors = _captions(max_len)
+  targets = (ids != 0).sum(1) - 1  # every valid token but BOS
+  known = np.stack([factors[n] for n in KNOWN[context]], 1) if KNOWN[context] \
+      else np.zeros((len(ids), 1), np.int64)
+  _, cls = np.unique(known, axis=0, return_inverse=True)
+  _, text = np.unique(ids, axis=0, return_inverse=True)
+  cls, text = cls.ravel(), text.ravel()
+  class_size = np.bincount(cls)[cls]
+  pair = cls * (text.max() + 1) + text  # copies of this caption's text within its class
+  _, where, counts = np.unique(pair, return_inverse=True, return_counts=True)
+  copies = counts[where.ravel()]
+  return float(np.log(class_size / copies).sum() / targets.sum())

@@ -1,7 +1,10 @@
 """From a sweep's output folder to results.csv (finished runs) and failed.csv (the rest).
 
-results.csv columns: run, fusion, params, active_params, tokens, flops, examples, steps,
-loss, the run's design tags (e.g. budget), then every final evaluator metric by its name.
+results.csv columns: run, family, fusion, params, params_encoder, params_decoder,
+active_params, tokens, flops, flops_nmm, flops_6nd, examples, steps, loss, the run's design
+tags (e.g. budget), then every final evaluator metric by its name. `flops` is the trainer's
+count of what ran; `flops_nmm` NMM's 6(N_enc D_enc + N_dec D_dec) and `flops_6nd` 6ND
+(mmjax/scaling/accounting.py). A `family` tag of the sweep overrides the derived family.
 
 `loss` is the final validation loss of ONE per-example objective, `caption_mlm` by
 default: whole-word masked caption modelling with the audio in context
@@ -22,11 +25,12 @@ from mmjax import experiment
 from mmjax.config import recipe as config_lib
 from mmjax.checkpoint import workdir as workdir_lib
 from mmjax.errors import MmjaxError
-from mmjax.scaling import counts, runner
+from mmjax.scaling import accounting, counts, runner
 from mmjax.scaling.sweep import fusion_of
 
 DEFAULT_OBJECTIVE = "caption_mlm"
-FIXED = ("run", "fusion", "params", "active_params", "tokens", "flops", "examples", "steps",
+FIXED = ("run", "family", "fusion", "params", "params_encoder", "params_decoder",
+         "active_params", "tokens", "flops", "flops_nmm", "flops_6nd", "examples", "steps",
          "loss")
 MOE_ACTIVE_KEY = "model/active_params"  # the MoE accounting (issue 8) is to write it
 
@@ -74,10 +78,14 @@ def collect_run(workdir: str, name: str, objective: str) -> dict:
   if not math.isfinite(loss):
     raise ValueError(f"failed: final loss is {loss}")
   evals = {k: v for k, v in final.items() if k.startswith(runner.eval_prefixes(exp))}
-  return dict(run=name, fusion=fusion_of(exp), params=n["params"],
-              active_params=float(at_end.get(MOE_ACTIVE_KEY, n["params"])), tokens=n["tokens"],
-              flops=n["flops"], examples=n["examples"], steps=exp.total_steps, loss=loss,
-              **evals)
+  # Per-family accounting needs one task's examples; other runs have the common columns.
+  family = accounting.family_counts(exp, n["examples"], next(iter(exp.tasks))) \
+      if accounting.per_example(exp) else {}
+  # The trainer's active_params where it recorded one, else the accounting's (or N).
+  active = float(at_end.get(MOE_ACTIVE_KEY, family.pop("active_params", n["params"])))
+  return dict(run=name, fusion=fusion_of(exp), params=n["params"], active_params=active,
+              tokens=n["tokens"], flops=n["flops"], examples=n["examples"],
+              steps=exp.total_steps, loss=loss, **family, **evals)
 
 
 def _last_error(workdir: str) -> str:

@@ -5,7 +5,8 @@ a = log A, b = log B, e = log E the prediction is
     log L^ = LSE(a - alpha log N, b - beta log D, e)
 and we minimise sum_i Huber_delta(log L^_i - log L_i), delta = 1e-3, with L-BFGS started from
 a grid of (a, b, e, alpha, beta); the best minimum wins. To stay fast the grid is scored
-once and L-BFGS runs from its best `starts` points (all of them with starts=0).
+once and L-BFGS runs from its best `starts` points (all of them with starts=0, none with
+starts < 0: then only `extra_starts`).
 
 Compute-optimal allocation under C = 6 N D (minimising L at fixed C):
     N_opt = G (C/6)^(beta/(alpha+beta)),  D_opt = G^-1 (C/6)^(alpha/(alpha+beta)),
@@ -46,6 +47,9 @@ class Points:
   d: np.ndarray      # tokens
   loss: np.ndarray
   budget: np.ndarray | None = None  # iso-FLOP budget of each point, when the design has one
+  # Each run's compute in its family's own convention (results.csv `flops`), when known:
+  # late fusion counts 6(N_enc D_enc + N_dec D_dec), not 6ND (mmjax/scaling/frontier.py).
+  flops: np.ndarray | None = None
 
 
 # ------------------------------------------------------------------ input
@@ -60,7 +64,7 @@ def read_rows(path: str) -> list[dict]:
 
 def points_from_rows(rows: Sequence[dict], params_column: str = "params",
                      tokens_column: str = "tokens", loss_column: str = "loss",
-                     source: str = "results") -> Points:
+                     source: str = "results", flops_column: str = "flops") -> Points:
   """Checks and converts CSV rows. Row numbers count data rows from 1 (line = row + 1)."""
   if not rows:
     raise FitError(f"{source}: no data rows")
@@ -84,7 +88,19 @@ def points_from_rows(rows: Sequence[dict], params_column: str = "params",
   budget = None
   if "budget" in header and all(r.get("budget") not in (None, "") for r in rows):
     budget = np.asarray([float(r["budget"]) for r in rows])
-  return Points(cols[params_column], cols[tokens_column], cols[loss_column], budget)
+  flops = None
+  if flops_column in header:
+    flops = np.asarray([_positive_or_nan(r.get(flops_column)) for r in rows])
+    flops = flops if np.isfinite(flops).all() else None  # partial accounting: 6ND instead
+  return Points(cols[params_column], cols[tokens_column], cols[loss_column], budget, flops)
+
+
+def _positive_or_nan(text) -> float:
+  try:
+    v = float(text)
+  except (TypeError, ValueError):
+    return float("nan")
+  return v if v > 0 else float("nan")
 
 
 # ------------------------------------------------------------------ approach 3
@@ -124,11 +140,13 @@ def fit_law(pts: Points, *, delta: float = DELTA, starts: int = 8,
       raise FitError(f"all {n_pts} points have the same {what} ({v[0]:g}): the grid needs at "
                      f"least 2 distinct values of each of params and tokens")
   log_n, log_d, log_l = np.log(pts.n), np.log(pts.d), np.log(pts.loss)
-  grid, values = _grid_values(log_n, log_d, log_l, delta)
-  order = np.argsort(values, kind="stable")
-  chosen = grid[order if starts <= 0 else order[:starts]]
-  if len(extra_starts):
-    chosen = np.concatenate([np.asarray(extra_starts, np.float64), chosen])
+  chosen = np.asarray(extra_starts, np.float64).reshape(-1, len(NAMES))
+  if starts >= 0:  # starts < 0: the extra starts alone (refits from a known minimum)
+    grid, values = _grid_values(log_n, log_d, log_l, delta)
+    order = np.argsort(values, kind="stable")
+    chosen = np.concatenate([chosen, grid[order if starts == 0 else order[:starts]]])
+  if not len(chosen):
+    raise FitError("fit_law(starts < 0) needs extra_starts: there is nowhere to start")
   best, results = None, []
   bounds = [(None, None)] * 3 + [(0.0, None)] * 2  # exponents are non-negative
   for x0 in chosen:
@@ -179,22 +197,30 @@ def optimal_n(law: dict, flops) -> np.ndarray:
 
 
 def bootstrap(pts: Points, law_fit: dict, resamples: int, *, seed: int = 0,
-              delta: float = DELTA) -> dict:
-  """Percentile 95% intervals from refits on points resampled with replacement."""
+              delta: float = DELTA, grid_starts: int = 4) -> dict:
+  """Percentile 95% intervals from refits on points resampled with replacement.
+
+  Each refit starts from the full fit's minimum and the `grid_starts` best grid points (0:
+  the full fit's minimum only, for fast synthetic checks). `laws` keeps every refit's theta
+  so that quantities derived later (frontiers, family comparisons) use the same resamples.
+  """
   rng = np.random.default_rng(seed)
   keys = NAMES + ("n_opt_exponent", "d_opt_exponent")
   draws = {k: [] for k in keys}
+  thetas = []
   m = len(pts.loss)
   for _ in range(resamples):
     idx = rng.integers(0, m, m)
     sub = Points(pts.n[idx], pts.d[idx], pts.loss[idx])
     if len(np.unique(sub.n)) < 2 or len(np.unique(sub.d)) < 2:
       continue
-    f = fit_law(sub, delta=delta, starts=4, extra_starts=[law_fit["theta"]])
+    f = fit_law(sub, delta=delta, starts=grid_starts if grid_starts > 0 else -1,
+                extra_starts=[law_fit["theta"]])
     for k in keys:
       draws[k].append(f[k])
+    thetas.append(f["theta"])
   return {k: [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))]
-          for k, v in draws.items() if v} | {"resamples": len(draws["E"])}
+          for k, v in draws.items() if v} | {"resamples": len(draws["E"]), "laws": thetas}
 
 
 # ------------------------------------------------------------------ approach 2
@@ -227,11 +253,13 @@ def iso_flop(pts: Points) -> dict | None:
   return dict(found, n_opt_exponent=slope, d_opt_exponent=1.0 - slope)
 
 
-def fit_all(pts: Points, *, bootstrap_resamples: int = 0, delta: float = DELTA) -> dict:
+def fit_all(pts: Points, *, bootstrap_resamples: int = 0, delta: float = DELTA,
+            bootstrap_grid_starts: int = 4) -> dict:
   """Approach 3 (+ bootstrap intervals) and, when the design has budgets, approach 2."""
   out = fit_law(pts, delta=delta)
   if bootstrap_resamples:
-    out["ci95"] = bootstrap(pts, out, bootstrap_resamples, delta=delta)
+    out["ci95"] = bootstrap(pts, out, bootstrap_resamples, delta=delta,
+                            grid_starts=bootstrap_grid_starts)
   iso = iso_flop(pts)
   if iso is not None:
     out["isoflop"] = iso

@@ -37,7 +37,7 @@ def _series(rows: Sequence[dict], column: str | None, params_column: str):
   return {k: tuple(np.array(c) for c in zip(*v)) for k, v in sorted(out.items(), key=str)}
 
 
-def _loss_axis(axis) -> None:
+def loss_axis(axis) -> None:
   """Plain numbers at 1, 2, 3, 5 x 10^k: losses span less than a decade here."""
   from matplotlib import ticker
   axis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
@@ -62,7 +62,7 @@ class _Figures:
 
   def save(self, fig, ax, name, loss_axes=("y",)):
     for a in loss_axes:
-      _loss_axis(getattr(ax, f"{a}axis"))
+      loss_axis(getattr(ax, f"{a}axis"))
     ax.legend(fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     path = os.path.join(self.out, name)

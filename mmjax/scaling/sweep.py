@@ -130,6 +130,44 @@ def grid(config: str, sizes: Sequence[ModelSize], lengths: Sequence[Length], *,
           for variant, tag in _variants(fusions, moe) for s in sizes for n in lengths]
 
 
+def family_grid(bases: dict, sizes: Sequence[ModelSize], lengths: Sequence[Length], *,
+                extra: dict | None = None) -> list[Run]:
+  """A grid per model family ({family: base recipe}), named and tagged by family, so that
+  collect writes the family column and `fit --group-by family` fits each apart.
+  `extra` ({family: overrides}) holds a family's own settings (e.g. its encoder depth)."""
+  extra = extra or {}
+  return [dataclasses.replace(r, tags=r.tags + (("family", family),))
+          for family, base in bases.items()
+          for r in grid(base, sizes, lengths, extra=tuple(extra.get(family, ())),
+                        prefix=family)]
+
+
+def target_of(exp) -> tuple:
+  """What a run's loss measures: its data, objectives and evaluators (not their periods)."""
+  evals = sorted((n, type(ev).__name__, getattr(ev, "split", None))
+                 for n, ev in exp.evals.items())
+  return tuple((t.data.name, repr(t.objectives)) for t in exp.tasks.values()) + tuple(evals)
+
+
+def comparability_problems(runs: Sequence[Run], configs: dict) -> list[str]:
+  """Families whose runs score a different target than the first family's: their losses,
+  and so their laws, could not be compared."""
+  first, problems = {}, []
+  for r in runs:
+    family = dict(r.tags).get("family")
+    if family is None or r.name not in configs:
+      continue
+    target = target_of(configs[r.name])
+    if not first:
+      first.update(family=family, run=r.name, target=target)
+    elif target != first["target"] and family != first["family"]:
+      problems.append(f"run {r.name!r} (family {family!r}) scores {target}, but family "
+                      f"{first['family']!r} (run {first['run']!r}) scores {first['target']}: "
+                      f"families must share the data, objectives and evaluators of their "
+                      f"base recipes to be compared")
+  return problems
+
+
 def iso_flop(config: str, budgets: Sequence[float], sizes: Sequence[ModelSize], *,
              batch_size: int, params_fn, tokens_per_example_fn, task: str = "default",
              evals: Sequence[str] = ("loss",), fusions: Sequence[str | None] = (None,),
@@ -202,6 +240,7 @@ def validate(runs: Iterable[Run]) -> dict:
       configs[r.name] = experiment.parse(config_lib.load(r.config, r.overrides))
     except config_lib.ConfigError as e:
       problems.append(f"run {r.name!r}: {e}")
+  problems += comparability_problems(runs, configs)
   if problems:
     raise SweepError(f"{len(problems)} problem(s) in the sweep, nothing was run:\n  " +
                      "\n  ".join(problems))
