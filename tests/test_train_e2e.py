@@ -42,13 +42,14 @@ def snapshot(directory) -> dict[str, tuple]:
   return out
 
 
-def kill_after_first_checkpoint(workdir, args) -> None:
-  """Runs `mmjax.train args` and SIGKILLs it mid-run: after its first checkpoint (step 2)
-  exists, at a moment the test does not choose."""
+def kill_after_first_checkpoint(workdir, args, first: int = 2) -> None:
+  """Runs `mmjax.train args` and SIGKILLs it mid-run: after its first checkpoint (step
+  `first`) exists, at a moment the test does not choose."""
   proc = subprocess.Popen([sys.executable, "-m", "mmjax.train", *args], cwd=ROOT, env=cli_env(),
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   try:
-    wait_for(lambda: os.path.isdir(workdir / "checkpoints" / "2"), 240, "a first checkpoint")
+    wait_for(lambda: os.path.isdir(workdir / "checkpoints" / str(first)), 240,
+             "a first checkpoint")
     time.sleep(np.random.default_rng().uniform(0.0, 1.0))
   finally:
     proc.send_signal(signal.SIGKILL)
@@ -57,12 +58,14 @@ def kill_after_first_checkpoint(workdir, args) -> None:
 
 
 def killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, last_step,
-                                              args=tiny_args):
-  """Trains uninterrupted, and killed then resumed; asserts the final checkpoints are
+                                              args=tiny_args, reference=None, first=2):
+  """Trains uninterrupted (or takes `reference`, a finished run of the same arguments), and
+  killed after checkpoint `first` then resumed; asserts the final checkpoints are
   bit-identical and returns its arrays. args: (workdir, data dir, *overrides) -> argv."""
-  ref, killed = tmp_path / "uninterrupted", tmp_path / "killed"
-  run_cli("mmjax.train", args(ref, world_dir, *common))
-  kill_after_first_checkpoint(killed, args(killed, world_dir, *common))
+  ref, killed = reference or tmp_path / "uninterrupted", tmp_path / "killed"
+  if reference is None:
+    run_cli("mmjax.train", args(ref, world_dir, *common))
+  kill_after_first_checkpoint(killed, args(killed, world_dir, *common), first)
   run_cli("mmjax.train", args(killed, world_dir, *common))
   a, b = final_params(ref, last_step), final_params(killed, last_step)
   assert a.keys() == b.keys()
@@ -156,9 +159,10 @@ def test_bad_command_lines_fail_before_compiling(tmp_path, world_dir):
   assert proc.returncode == 1 and "not an mmjax workdir" in proc.stderr
 
 
-def test_sigkill_at_any_point_then_resume_is_bit_identical(world_dir, tmp_path):
-  common = ["--config.checkpoint.every_steps=2", "--config.total_steps=10"]
-  a = killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, common, 10)
+def test_sigkill_at_any_point_then_resume_is_bit_identical(trained, world_dir, tmp_path):
+  # The shared finished run (checkpoints at 6 and 12) is the uninterrupted reference.
+  a = killed_and_resumed_matches_uninterrupted(world_dir, tmp_path, [], 12,
+                                               reference=trained[0], first=6)
   assert len(a) > 20
 
 
