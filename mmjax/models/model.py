@@ -20,6 +20,7 @@ from mmjax.models.aux_outputs import Aux
 from mmjax.models.embedders import Embedder
 from mmjax.models.fusion_heads import build_fused_head
 from mmjax.models.heads import ContrastiveScale, Linear
+from mmjax.models.image_tokenizer import FsqAutoencoder
 from mmjax.models.model_inputs import ModelInputs
 from mmjax.models.query_decoder import QueryDecoder
 from mmjax.models.spec import ModelSpec
@@ -98,6 +99,9 @@ class MultimodalModel(nnx.Module):
     self.query_decoders = nnx.Dict({
         n: QueryDecoder(depth, spec.width, spec.num_heads, spec.mlp_dim, **kw)
         for n, depth in heads.query_decoders.items()})
+    self.tokenizers = nnx.Dict({
+        n: FsqAutoencoder(s, spec.modalities[s.modality].shape[-1], **kw)
+        for n, s in heads.tokenizers.items()})
 
   def _classifier(self, head: str, num_classes: int, kw):
     fused = self.spec.heads.fused_heads.get(head)

@@ -127,6 +127,8 @@ def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:
     s = spec.modalities[m]
     out = s.vocab_size if s.kind == "text" else s.patch_dim()
     flops += 2.0 * tokens.get(m, s.num_tokens()) * d * out
+  for t in heads.tokenizers.values():  # image tokenizers (FSQ autoencoders), at their shapes
+    flops += t.flops_per_example(tuple(spec.modalities[t.modality].shape))
   return flops
 
 
