@@ -4,7 +4,8 @@ The tokenizer (mmjax/models/image_tokenizer.py) is a head of the model beside th
 this objective trains it alone (the trunk makes no pass). FSQ needs no codebook or
 commitment loss (mmjax/models/fsq.py says why), so the loss is the mean squared error of
 the reconstruction, on the [-1, 1] pixels the image op makes. Its predict function
-`tokenize/<name>` gives evaluators and `python -m mmjax.pretokenize` the token ids.
+`tokenize/<name>` gives evaluators reconstruction errors and token ids, and `tokens/<name>`
+the ids alone (what `python -m mmjax.pretokenize` stores).
 """
 from __future__ import annotations
 
@@ -84,7 +85,11 @@ class FsqAutoencoderObjective:
       return {"ids": ids, "sq_err": sq,
               "pixels": jnp.full((b,), images[0].size, jnp.float32),
               "codebook_size": jnp.full((b,), size, jnp.int32)}
-    return {f"tokenize/{self.name}": tokenize}
+
+    def tokens(model, batch):
+      """Per example: the token ids [N] alone (no decoding): what pretokenize stores."""
+      return {"ids": model.tokenizers[head].tokenize(batch[m].astype(jnp.float32))}
+    return {f"tokenize/{self.name}": tokenize, f"tokens/{self.name}": tokens}
 
   def __call__(self, model, batch, rng, inputs=None):
     del rng
