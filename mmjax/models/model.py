@@ -26,6 +26,7 @@ from mmjax.models.query_decoder import QueryDecoder
 from mmjax.models.spec import ModelSpec
 from mmjax.models.token_info import TokenInfo
 from mmjax.models.transformer import Block
+from mmjax.models.vocab import VocabTable
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -74,9 +75,13 @@ class MultimodalModel(nnx.Module):
     self.spec = spec
     dt, pdt = dtype_from_name(spec.dtype), dtype_from_name(spec.param_dtype)
     kw = dict(param_dtype=pdt, dtype=dt, rngs=rngs)
+    discrete = [s for s in spec.modalities.values() if s.kind == "discrete"]
+    # One extended-vocabulary table for every discrete modality (models/vocab.py).
+    self.vocab_table = (VocabTable(discrete[0].vocab_size, spec.width, param_dtype=pdt,
+                                   rngs=rngs) if discrete else None)
     self.embedders = nnx.Dict({
         m: Embedder(s, spec.width, posemb=spec.posemb, posemb_std=spec.posemb_std,
-                    cls_token=spec.pool == "cls", **kw)
+                    cls_token=spec.pool == "cls", table=self.vocab_table, **kw)
         for m, s in spec.modalities.items()})
 
     def make_block(layer: int) -> Block:

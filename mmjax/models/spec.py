@@ -81,6 +81,12 @@ class ModelSpec:
     check(self.remat in REMATS, "remat", f"valid: {', '.join(map(repr, REMATS))}")
     check(self.pool in POOLS, "pool", f"valid: {', '.join(map(repr, POOLS))}")
     check(len(self.modalities) > 0, "modalities", "define at least one modality")
+    discrete = {m: (s.vocab, s.vocab_size) for m, s in self.modalities.items()
+                if s.kind == "discrete"}
+    check(len(set(discrete.values())) <= 1, "modalities",
+          f"discrete modalities {sorted(discrete)} declare different vocabularies "
+          f"{sorted(set(discrete.values()))}; they share one embedding table, so give them "
+          f"the same vocab and vocab_size")
     try:
       self.fusion.check_model(self.depth, tuple(self.modalities))
     except FieldError as e:  # reported under model.fusion.<field>

@@ -94,7 +94,7 @@ def trunk_pass_flops(spec, tokens: Mapping[str, int]) -> tuple[float, float]:
   attention sequences the trunk really runs at each layer (its `layer_sequences`)."""
   d = spec.width
   embed = sum(2.0 * n * spec.modalities[m].patch_dim() * d
-              for m, n in tokens.items() if spec.modalities[m].kind != "text")
+              for m, n in tokens.items() if spec.modalities[m].kind not in ("text", "discrete"))
   blocks = 0.0
   for layer, lengths in enumerate(spec.fusion.layer_sequences(tokens, spec.depth)):
     ffn = spec.ffn.flops_per_token(layer, width=d, mlp_dim=spec.mlp_dim)
