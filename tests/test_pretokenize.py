@@ -115,11 +115,17 @@ def test_bad_input_is_refused_in_one_line_before_anything_runs(tmp_path, world_d
   with pytest.raises(PretokenizeError, match="is not an mmjax workdir"):
     run.pretokenize(run.Request(**{**base, "tokenizer": str(no_ckpt)}))
   assert not out.exists()
-  proc = run_cli("mmjax.pretokenize", ["--tokenizer", str(no_ckpt), "--dataset", "nope/x",
+
+
+@pytest.mark.slow
+def test_the_command_line_reports_bad_input_in_one_line(tmp_path):
+  out = tmp_path / "out"
+  proc = run_cli("mmjax.pretokenize", ["--tokenizer", str(tmp_path), "--dataset", "nope/x",
                                        "--out", str(out)], check=False, timeout=120)
   assert proc.returncode == 2 and proc.stdout == ""
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: --dataset: unknown dataset 'nope/x'"), proc.stderr
+  assert not out.exists()
 
 
 @pytest.mark.slow
