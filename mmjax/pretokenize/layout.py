@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import os
 
+from array_record.python import array_record_module
+
 from mmjax.pretokenize.tokenizer import PretokenizeError
 
 VERSION = "1.0.0"
@@ -75,7 +77,6 @@ def claim(directory: str, owner: dict, overwrite: bool) -> dict:
 
 def finished(manifest: dict, directory: str, shard: str, expected: int) -> bool:
   """Whether `shard` was finished by this manifest's tokenizer and is still on disk whole."""
-  from array_record.python import array_record_module
   if manifest["shards"].get(shard) != expected:
     return False
   path = os.path.join(directory, shard)

@@ -17,8 +17,10 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from mmjax.checkpoint.errors import CheckpointError
 from mmjax.errors import MmjaxError
 from mmjax.objectives.fsq_autoencoder import FsqAutoencoderObjective
+from mmjax.training.restore import restore_params
 
 
 class PretokenizeError(MmjaxError, RuntimeError):
@@ -69,8 +71,6 @@ def _tokenizer_task(exp, workdir: str):
 
 def load(workdir: str) -> LoadedTokenizer:
   """The tokenizer of `workdir`'s newest checkpoint; PretokenizeError if there is none."""
-  from mmjax.checkpoint.errors import CheckpointError
-  from mmjax.training.restore import restore_params
   if not os.path.isdir(workdir):
     raise PretokenizeError(f"--tokenizer {workdir!r} is not a folder; give the workdir of a "
                            f"tokenizer run (python -m mmjax.train --config "

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Mapping, Sequence
 
+from array_record.python import array_record_module
 import numpy as np
 import tensorflow_datasets as tfds
 
@@ -45,7 +46,6 @@ def rows(columns: Mapping[str, Sequence], features, ids: np.ndarray, image_key: 
 
 def write_shard(path: str, records) -> int:
   """Writes `records` to `path` through a temporary file; returns how many."""
-  from array_record.python import array_record_module
   tmp = path + ".tmp"
   writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
   n = 0
