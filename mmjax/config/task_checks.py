@@ -33,7 +33,7 @@ def check_resolution(key: str, op_args: Mapping, shape: tuple[int, ...] | None, 
   if shape is None:
     return
   kind, patch = spec.kind, tuple(spec.patch)
-  ranks = {"image": 3, "video": 4, "audio": 2, "text": 1}
+  ranks = {"image": 3, "video": 4, "audio": 2, "text": 1, "discrete": 1}
   if len(shape) != ranks[kind]:
     raise ConfigError(f"config.{key}: op {op_args.get('op')!r} makes a {len(shape)}-d input "
                       f"{shape}, but {model_key} is a {kind} modality (shape {spec.shape})")
@@ -56,7 +56,7 @@ def check_resolution(key: str, op_args: Mapping, shape: tuple[int, ...] | None, 
           f"(1 + (samples - frame) // hop), not divisible by {model_key}.patch[0]={patch[0]}; "
           f"valid samples: {', '.join(map(str, good))}, ...")
     _need_multiple(mels, patch[1], f"{key}.num_mels", f"{model_key}.patch[1]")
-  elif kind == "text" and posemb == "learn" and shape[0] > spec.shape[0]:
+  elif kind in ("text", "discrete") and posemb == "learn" and shape[0] > spec.shape[0]:
     raise ConfigError(f"config.{key}.max_len={shape[0]} is longer than {model_key}.shape="
                       f"{tuple(spec.shape)}, the longest text the model has learned positions "
                       f"for; valid: 1..{spec.shape[0]}")

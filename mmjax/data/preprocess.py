@@ -273,6 +273,8 @@ class LabelOp(_Op):
 OPS: dict[str, type[_Op]] = {
     "image": ImageOp, "video": VideoOp, "log_mel": LogMelOp,
     "tokenize": TokenizeOp, "label": LabelOp,
+    # integer ids as they are stored, e.g. a pretokenized image's `image_tokens` [N]
+    "ids": LabelOp,
 }
 
 

@@ -47,6 +47,12 @@ class Source:
   def __len__(self) -> int:
     return len(self._source)
 
+  @property
+  def info(self):
+    """The dataset's TFDS DatasetInfo (its features and splits), for tools that write
+    derived datasets (mmjax/pretokenize)."""
+    return self._source.dataset_info
+
   def __getitem__(self, index: int) -> dict[str, Any]:
     try:
       return self._source[index]

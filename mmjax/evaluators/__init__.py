@@ -20,10 +20,11 @@ from mmjax.evaluators.classification import ClassificationConfig
 from mmjax.evaluators.common import EvalContext
 from mmjax.evaluators.loss import EvalLossConfig
 from mmjax.evaluators.retrieval import RetrievalConfig
+from mmjax.evaluators.tokenizer import TokenizerEvalConfig
 
 EVALUATORS = Registry("evaluator", {
     "retrieval": RetrievalConfig, "classification": ClassificationConfig,
-    "loss": EvalLossConfig, "captioning": CaptioningConfig})
+    "loss": EvalLossConfig, "captioning": CaptioningConfig, "tokenizer": TokenizerEvalConfig})
 
 
 def parse_eval(name: str, cfg, predict_names: Mapping[str, Sequence]) -> object:

@@ -2,35 +2,18 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax.numpy as jnp
 import numpy as np
 
-from mmjax.config.registry import check
-from mmjax.errors import ConfigError
-from mmjax.evaluators.common import EvalContext, gather, strip_private
-
-PREFIX = "classify/"
+from mmjax.evaluators.common import EvalContext, ObjectiveEvalConfig, gather, strip_private
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassificationConfig:
-  task: str = "default"
-  objective: str = ""   # which classifying objective of the task; "" = the only one
-  split: str = ""       # "" = the task's data.eval_split
-  every_steps: int = 1000
-
-  def __post_init__(self):
-    check(self.every_steps > 0, "every_steps", "must be a positive integer")
-
-  def check(self, predict_names, key: str) -> str:
-    """The name of the predict function this evaluator scores."""
-    candidates = [n[len(PREFIX):] for n in predict_names if n.startswith(PREFIX)]
-    chosen = [o for o in candidates if not self.objective or o == self.objective]
-    if len(chosen) != 1:
-      raise ConfigError(f"config.{key}.objective={self.objective!r} must name one "
-                        f"classification objective of task {self.task!r}; valid: {candidates}")
-    return PREFIX + chosen[0]
+class ClassificationConfig(ObjectiveEvalConfig):
+  prefix: ClassVar[str] = "classify/"
+  kind: ClassVar[str] = "classification"
 
   def build(self, name: str, ctx: EvalContext) -> "ClassificationAccuracy":
     return ClassificationAccuracy(name, self, ctx)

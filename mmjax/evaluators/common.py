@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping
 
 import jax
 import numpy as np
 from flax import nnx
 
+from mmjax.config.registry import check
 from mmjax.errors import ConfigError
 from mmjax.runtime import sharding
 
@@ -50,6 +51,32 @@ class EvalContext:
     """jit of fn(model, batch) -> pytree of arrays, taking (params, batch)."""
     graphdef = self.graphdef
     return jax.jit(lambda params, batch: fn(nnx.merge(graphdef, params), batch))
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveEvalConfig:
+  """The config of an evaluator that scores one objective's predict function
+  (`<prefix><objective>`); subclasses set `prefix` and `kind` (the objectives' kind, for
+  messages) and add `build`."""
+  prefix: ClassVar[str] = ""
+  kind: ClassVar[str] = ""
+  task: str = "default"
+  objective: str = ""   # which objective of the task; "" = the only one with the prefix
+  split: str = ""       # "" = the task's data.eval_split
+  every_steps: int = 1000
+
+  def __post_init__(self):
+    check(self.every_steps > 0, "every_steps", "must be a positive integer")
+
+  def check(self, predict_names, key: str) -> str:
+    """The name of the predict function this evaluator scores; ConfigError naming the
+    valid objectives unless exactly one matches."""
+    candidates = [n[len(self.prefix):] for n in predict_names if n.startswith(self.prefix)]
+    chosen = [o for o in candidates if not self.objective or o == self.objective]
+    if len(chosen) != 1:
+      raise ConfigError(f"config.{key}.objective={self.objective!r} must name one "
+                        f"{self.kind} objective of task {self.task!r}; valid: {candidates}")
+    return self.prefix + chosen[0]
 
 
 def gather(x) -> np.ndarray:

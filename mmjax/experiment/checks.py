@@ -36,7 +36,8 @@ def _count(value, key: str, meaning: str) -> None:
 def _check_vocab(tname: str, data_cfg, spec, pipeline) -> None:
   """Each text modality a tokenize op feeds has an embedding row for every id it can get."""
   kinds = {name: args.get("op") for name, args in data_cfg.preprocess.items()}
-  texts = [m for m, s in spec.modalities.items() if s.kind == "text" and kinds.get(m) == "tokenize"]
+  texts = [m for m, s in spec.modalities.items()
+           if s.kind in ("text", "discrete") and kinds.get(m) == "tokenize"]
   if not texts:
     return
   try:
@@ -44,11 +45,14 @@ def _check_vocab(tname: str, data_cfg, spec, pipeline) -> None:
   except (ImportError, ValueError) as e:
     raise ConfigError(f"config.tasks.{tname}.data.tokenizer: {e}") from None
   for m in texts:
-    v = spec.modalities[m].vocab_size
-    _need(v >= n, f"config.model.modalities.{m}.vocab_size={v} is smaller than the {n} ids "
+    s = spec.modalities[m]  # a discrete modality's ids have its segment's rows
+    v, what, fix = ((dict(s.vocab)[s.segment], f".vocab segment {s.segment!r} of size ",
+                     f"a {s.segment!r} segment of")
+                    if s.kind == "discrete" else (s.vocab_size, ".vocab_size=", "vocab_size"))
+    _need(v >= n, f"config.model.modalities.{m}{what}{v} is smaller than the {n} ids "
           f"of config.tasks.{tname}.data.tokenizer (kind "
           f"{data_cfg.get('tokenizer', {}).get('kind', 'byte')!r}): ids >= {v} would have no "
-          f"embedding; use vocab_size >= {n}")
+          f"embedding; use {fix} >= {n}")
 
 
 def check_top_level(config) -> None:

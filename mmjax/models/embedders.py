@@ -14,27 +14,37 @@ from flax import nnx
 from mmjax.config.registry import check
 from mmjax.models import logical_axes as axes
 from mmjax.models import patchify
+from mmjax.models import vocab as vocab_lib
 
 PATCH_KINDS = ("image", "video", "audio")
-KINDS = PATCH_KINDS + ("text",)
+# Kinds whose inputs are ids [B, L] looked up in an embedding table: text has a table of its
+# own; discrete modalities share the model's one extended-vocabulary table (vocab.py).
+TOKEN_KINDS = ("text", "discrete")
+KINDS = PATCH_KINDS + TOKEN_KINDS
 # Per kind: the names of its shape dims and of its patch dims.
 _LAYOUTS = {"image": (("H", "W", "C"), ("p",)), "video": (("T", "H", "W", "C"), ("t", "p")),
-            "audio": (("T", "F"), ("pt", "pf")), "text": (("max_len",), ())}
+            "audio": (("T", "F"), ("pt", "pf")), "text": (("max_len",), ()),
+            "discrete": (("max_len",), ())}
 
 
 @dataclasses.dataclass(frozen=True)
 class ModalitySpec:
   """How one modality becomes tokens.
 
-  kind: "image" [B,H,W,C] | "video" [B,T,H,W,C] | "audio" [B,T,F] log-mel | "text" [B,L] ids.
+  kind: "image" [B,H,W,C] | "video" [B,T,H,W,C] | "audio" [B,T,F] log-mel | "text" [B,L] ids
+    | "discrete" [B,L] ids in one segment of the model's extended vocabulary (vocab.py).
   shape: the reference input shape without batch (positions are learned for it).
-  patch: patch/tubelet shape: image (p,), video (t, p), audio (pt, pf); unused for text.
-  vocab_size: text only.
+  patch: patch/tubelet shape: image (p,), video (t, p), audio (pt, pf); unused for ids.
+  vocab_size: text and discrete only: the rows of the embedding table.
+  vocab, segment: discrete only: the vocabulary's (name, size) segments, in row order (the
+    same for every discrete modality of a model), and the segment this modality's ids are in.
   """
   kind: str
   shape: tuple[int, ...]
   patch: tuple[int, ...] = ()
   vocab_size: int = 0
+  vocab: tuple = ()
+  segment: str = ""
 
   def __post_init__(self):
     check(self.kind in KINDS, "kind", f"valid: {', '.join(map(repr, KINDS))}")
@@ -58,9 +68,16 @@ class ModalitySpec:
     elif self.kind == "audio":
       for d, n, p in zip(("time", "mel"), shape, patch):
         check(n % p == 0, "shape", f"audio {d} size {n} is not divisible by patch {p}")
+    elif self.kind == "discrete":
+      vocab_lib.check_segments(self.vocab, self.segment, self.vocab_size)
     else:
       check(isinstance(self.vocab_size, int) and self.vocab_size > 0, "vocab_size",
             "a text modality needs a positive vocab_size")
+
+  @property
+  def offset(self) -> int:
+    """A discrete modality's first row in the shared table (its id 0); 0 otherwise."""
+    return vocab_lib.offsets(self.vocab)[self.segment] if self.kind == "discrete" else 0
 
   def grid(self, shape: tuple[int, ...] | None = None) -> tuple[int, ...]:
     """The token grid for an input of `shape` (default: the reference shape)."""
@@ -74,7 +91,7 @@ class ModalitySpec:
     if self.kind == "audio":
       pt, pf = self.patch
       return (s[0] // pt, s[1] // pf)
-    if self.kind == "text":
+    if self.kind in TOKEN_KINDS:
       return (s[0],)
     raise ValueError(f"unknown modality kind {self.kind!r}; valid: {PATCH_KINDS + ('text',)}")
 
@@ -108,7 +125,7 @@ class ModalitySpec:
 
 def _per_token(table_nd: jax.Array, positions_bn: jax.Array, kind: str) -> jax.Array:
   """[B, N, D]: each token's row of the position table (the table covers the input's N)."""
-  if kind != "text":
+  if kind not in TOKEN_KINDS:
     raise ValueError(f"per-token positions are for text; a {kind} modality takes its grid's")
   return jnp.take(table_nd, positions_bn, axis=0)
 
@@ -117,7 +134,9 @@ class Embedder(nnx.Module):
   """Tokens for one modality: linear patch projection (or token lookup) + positions + type."""
 
   def __init__(self, spec: ModalitySpec, width: int, *, posemb: str, posemb_std: float,
-               param_dtype, dtype, rngs: nnx.Rngs, cls_token: bool = False):
+               param_dtype, dtype, rngs: nnx.Rngs, cls_token: bool = False,
+               table: vocab_lib.VocabTable | None = None):
+    """table: a discrete modality's shared extended-vocabulary table (the model's)."""
     self.spec = spec
     self.dtype = dtype
     self.posemb = posemb
@@ -125,6 +144,10 @@ class Embedder(nnx.Module):
     if spec.kind == "text":
       self.embedding = axes.param(rngs, init_normal(1.0), (spec.vocab_size, width),
                                   ("vocab", "embed"), param_dtype)
+    elif spec.kind == "discrete":
+      if table is None:
+        raise ValueError("a discrete modality embeds through its model's shared VocabTable")
+      self.table = table  # shared: one parameter, however many modalities read it
     else:
       self.kernel = axes.param(rngs, jax.nn.initializers.lecun_normal(),
                                (spec.patch_dim(), width), (None, "embed"), param_dtype)
@@ -153,8 +176,8 @@ class Embedder(nnx.Module):
     row restarts them in every caption); default 0..N-1.
     """
     spec = self.spec
-    if spec.kind == "text":
-      tok = jnp.take(self.embedding[...], x, axis=0).astype(self.dtype)
+    if spec.kind in TOKEN_KINDS:
+      tok = self.lookup(x)
     else:
       patches = spec.cut(x.astype(self.dtype))
       tok = patches @ self.kernel[...].astype(self.dtype) + self.bias[...].astype(self.dtype)
@@ -170,12 +193,20 @@ class Embedder(nnx.Module):
       tok = jnp.concatenate([jnp.broadcast_to(cls, (tok.shape[0], 1, tok.shape[-1])), tok], 1)
     return axes.constrain(tok, ("batch", "length", "embed"))
 
+  def lookup(self, ids: jax.Array) -> jax.Array:
+    """Table rows of ids [B, N] -> [B, N, D]: a discrete modality's ids shifted to its
+    segment of the shared table, so different modalities never share a row."""
+    if self.spec.kind == "discrete":
+      rows = jnp.take(self.table.embedding[...], ids + self.spec.offset, axis=0)
+      return rows.astype(self.dtype)
+    return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
   def _position_table(self, grid: tuple[int, ...], width: int) -> jax.Array:
     """[N, D]: the positions of an input whose token grid is `grid`."""
     spec = self.spec
     if self.posemb != "learn":
       return jnp.asarray(patchify.sincos_table(grid, width))
-    if spec.kind != "text":
+    if spec.kind not in TOKEN_KINDS:
       return patchify.resize_positions(self.positions[...], spec.grid(), grid)
     if grid[0] > spec.shape[0]:
       raise ValueError(f"text length {grid[0]} exceeds the model's max_len {spec.shape[0]}")

@@ -20,11 +20,13 @@ from mmjax.models.aux_outputs import Aux
 from mmjax.models.embedders import Embedder
 from mmjax.models.fusion_heads import build_fused_head
 from mmjax.models.heads import ContrastiveScale, Linear
+from mmjax.models.image_tokenizer import FsqAutoencoder
 from mmjax.models.model_inputs import ModelInputs
 from mmjax.models.query_decoder import QueryDecoder
 from mmjax.models.spec import ModelSpec
 from mmjax.models.token_info import TokenInfo
 from mmjax.models.transformer import Block
+from mmjax.models.vocab import VocabTable
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
@@ -73,9 +75,13 @@ class MultimodalModel(nnx.Module):
     self.spec = spec
     dt, pdt = dtype_from_name(spec.dtype), dtype_from_name(spec.param_dtype)
     kw = dict(param_dtype=pdt, dtype=dt, rngs=rngs)
+    discrete = [s for s in spec.modalities.values() if s.kind == "discrete"]
+    # One extended-vocabulary table for every discrete modality (models/vocab.py).
+    self.vocab_table = (VocabTable(discrete[0].vocab_size, spec.width, param_dtype=pdt,
+                                   rngs=rngs) if discrete else None)
     self.embedders = nnx.Dict({
         m: Embedder(s, spec.width, posemb=spec.posemb, posemb_std=spec.posemb_std,
-                    cls_token=spec.pool == "cls", **kw)
+                    cls_token=spec.pool == "cls", table=self.vocab_table, **kw)
         for m, s in spec.modalities.items()})
 
     def make_block(layer: int) -> Block:
@@ -98,6 +104,9 @@ class MultimodalModel(nnx.Module):
     self.query_decoders = nnx.Dict({
         n: QueryDecoder(depth, spec.width, spec.num_heads, spec.mlp_dim, **kw)
         for n, depth in heads.query_decoders.items()})
+    self.tokenizers = nnx.Dict({
+        n: FsqAutoencoder(s, spec.modalities[s.modality].shape[-1], **kw)
+        for n, s in heads.tokenizers.items()})
 
   def _classifier(self, head: str, num_classes: int, kw):
     fused = self.spec.heads.fused_heads.get(head)

@@ -15,6 +15,7 @@ from mmjax.models.embedders import ModalitySpec
 from mmjax.models.ffn import FFNS
 from mmjax.models.ffn.mlp import MlpConfig
 from mmjax.models.fusion_heads import FusedHead
+from mmjax.models.image_tokenizer import FsqSpec
 from mmjax.models.trunks import TRUNKS
 from mmjax.models.trunks.early import EarlyFusionConfig
 from mmjax.models.trunks.remat import CHOICES as REMATS
@@ -41,6 +42,9 @@ class Heads:
   tied: tuple[str, ...] = ()
   # query decoders (query_decoder.py, 4M's decoder) by name -> their depth in blocks
   query_decoders: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  # learned image tokenizers (image_tokenizer.py, FSQ autoencoders) by name: a head beside
+  # the trunk, trained by the fsq_autoencoder objective
+  tokenizers: Mapping[str, FsqSpec] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +81,12 @@ class ModelSpec:
     check(self.remat in REMATS, "remat", f"valid: {', '.join(map(repr, REMATS))}")
     check(self.pool in POOLS, "pool", f"valid: {', '.join(map(repr, POOLS))}")
     check(len(self.modalities) > 0, "modalities", "define at least one modality")
+    discrete = {m: (s.vocab, s.vocab_size) for m, s in self.modalities.items()
+                if s.kind == "discrete"}
+    check(len(set(discrete.values())) <= 1, "modalities",
+          f"discrete modalities {sorted(discrete)} declare different vocabularies "
+          f"{sorted(set(discrete.values()))}; they share one embedding table, so give them "
+          f"the same vocab and vocab_size")
     try:
       self.fusion.check_model(self.depth, tuple(self.modalities))
     except FieldError as e:  # reported under model.fusion.<field>

@@ -23,6 +23,7 @@ from mmjax.models.model_inputs import ModelInputs, model_inputs
 from mmjax.models.spec import Heads
 from mmjax.objectives.classification import Classification
 from mmjax.objectives.contrastive import Contrastive
+from mmjax.objectives.fsq_autoencoder import FsqAutoencoderObjective
 from mmjax.objectives.gram import Gram
 from mmjax.objectives.masked import Masked
 from mmjax.objectives.matching import Matching
@@ -32,7 +33,7 @@ from mmjax.objectives.next_token import NextToken
 OBJECTIVES = Registry("objective", {
     "contrastive": Contrastive, "classification": Classification, "masked": Masked,
     "matching": Matching, "next_token": NextToken, "gram": Gram,
-    "multimodal_masked": MultimodalMasked})
+    "multimodal_masked": MultimodalMasked, "fsq_autoencoder": FsqAutoencoderObjective})
 
 
 def causal_modalities(objective) -> tuple[str, ...]:
@@ -70,6 +71,7 @@ def _merged(into: dict, new: Mapping, message: str) -> None:
 def heads_for(objectives) -> Heads:
   """Union of the heads the objectives need. Objectives that name the same head share it."""
   class_heads, fused, decoders, projections, scales, queries = {}, {}, {}, (), (), {}
+  tokenizers = {}
   tied, untied, linear = {}, set(), {}
   for o in objectives:
     h = o.heads()
@@ -84,6 +86,8 @@ def heads_for(objectives) -> Heads:
             "{new!r}; give one of the objectives its own `head` name")
     _merged(queries, h.query_decoders, "query decoder {head!r} is used with depth {old} and "
             "{new}; give one of the objectives its own `decoder` name")
+    _merged(tokenizers, h.tokenizers, "tokenizer {head!r} is configured as {old} and {new}; "
+            "give one of the objectives its own `head` name")
     projections += h.projections
     scales += h.contrastive_scales
   for head, name in sorted(untied):
@@ -99,7 +103,7 @@ def heads_for(objectives) -> Heads:
   unique = lambda t: tuple(dict.fromkeys(t))
   return Heads(class_heads=class_heads, fused_heads=fused, projections=unique(projections),
                contrastive_scales=unique(scales), decoders=decoders, tied=tuple(sorted(tied)),
-               query_decoders=queries)
+               query_decoders=queries, tokenizers=tokenizers)
 
 
 def input_modalities(objectives) -> tuple[str, ...]:

@@ -94,7 +94,7 @@ def trunk_pass_flops(spec, tokens: Mapping[str, int]) -> tuple[float, float]:
   attention sequences the trunk really runs at each layer (its `layer_sequences`)."""
   d = spec.width
   embed = sum(2.0 * n * spec.modalities[m].patch_dim() * d
-              for m, n in tokens.items() if spec.modalities[m].kind != "text")
+              for m, n in tokens.items() if spec.modalities[m].kind not in ("text", "discrete"))
   blocks = 0.0
   for layer, lengths in enumerate(spec.fusion.layer_sequences(tokens, spec.depth)):
     ffn = spec.ffn.flops_per_token(layer, width=d, mlp_dim=spec.mlp_dim)
@@ -127,6 +127,8 @@ def head_flops(spec, heads, tokens: Mapping[str, int], rows: int) -> float:
     s = spec.modalities[m]
     out = s.vocab_size if s.kind == "text" else s.patch_dim()
     flops += 2.0 * tokens.get(m, s.num_tokens()) * d * out
+  for t in heads.tokenizers.values():  # image tokenizers (FSQ autoencoders), at their shapes
+    flops += t.flops_per_example(tuple(spec.modalities[t.modality].shape))
   return flops
 
 
