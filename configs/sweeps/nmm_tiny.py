@@ -4,9 +4,9 @@ each (36 runs), on the generative caption target of configs/mm_world_nmm.py:scal
 
 Sizes are width x depth (heads of 16, MLP 4x); late fusion's image encoder is as deep as
 its decoder (NMM scales both). Budgets are 60, 150 and 400 steps of 32 examples (64
-tokens each: 16 image patches + 48 caption bytes). Sized from measured runs to finish in
-about 60 minutes on this 2-core CPU with --parallel 2 (docs/nmm_scaling.md has the
-estimate); not yet run whole.
+tokens each: 16 image patches + 48 caption bytes). The whole sweep ran in 27 minutes on the
+2-core CPU with --parallel 2 under load 8-10 (2026-12-03; docs/nmm_scaling.md has what it
+found).
 
   python -m mmjax.scaling sweep --sweep configs/sweeps/nmm_tiny.py --out workdirs/nmm_tiny --parallel 2
 """
