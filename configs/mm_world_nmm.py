@@ -1,18 +1,31 @@
 """Native multimodal models (NMM, Shukor et al. 2025) on the built-in world: captions
 generated from images by next-token prediction.
 
-Variants (so far only the tiny ones; issue 16's item 7 adds the full recipe and MoE):
-  tiny_early  early fusion as a prefix-LM: the image a bidirectional prefix, the caption
-              causal after it
-  tiny_late   NMM's late fusion (`late_decoder`): an image encoder whose projected outputs
-              are the prefix of a causal decoder over the caption
+Full-size variants (mm_world/default; figures and the default's build-to-eval time in
+docs/fusion_moe.md, "NMM recipe"):
+  early (default)  early fusion as a prefix-LM: the image a bidirectional prefix, the
+                   caption causal after it; trains on image-caption pairs (task `default`)
+                   and, a quarter of the steps, on packed interleaved documents of 2
+                   (image, caption) pairs (task `interleaved`)
+  late             NMM's late fusion (`late_decoder`: an image encoder whose projected
+                   outputs prefix a causal decoder); pairs only, because packing refuses
+                   every trunk but early fusion
+  early_moe        early with NMM's MoE: top-1, dropless, load-balance loss 0.01 (8 experts
+                   in every second block)
+Tiny variants (mm_world/tiny, seconds; what the tests drive):
+  tiny_early, tiny_late   as above, on pairs alone
+  tiny_early_moe          tiny_early with NMM's MoE (4 experts in every block)
   tiny_early_packed       tiny_early with image-caption pairs packed several to a row
   tiny_early_interleaved  tiny_early on packed interleaved documents: 2 (image, caption)
               pairs each, the images inline before their captions (NMM's interleaved data)
-One task, one objective: next_token over the caption with the image as context.
+One objective: next_token over the caption with the image as context.
 Evaluators: the test-split loss (`default/loss/caption/loss`, its perplexity, token accuracy)
 and captioning (`default/captioning/...`: per-token loss and perplexity, and greedy captions
-generated from the image: exact match and per-field accuracy).
+generated from the image: exact match and per-field accuracy). The full variants prompt
+`captioning` with BOS and the caption's first byte, which names its template (mm_world
+draws the template independently of the image, so BOS alone caps exact match near the
+template's share); `captioning_bos` is the BOS-only figure and `captioning_shuffled` the
+control (captions scored against other examples' references).
 """
 import importlib.util
 import os
