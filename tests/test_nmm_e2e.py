@@ -26,6 +26,23 @@ def test_the_tiny_nmm_variants_parse():
     assert exp.tasks["default"].data.packing.kind == kind
 
 
+def test_the_full_nmm_variants_parse_with_nmm_moe_and_interleaved_documents():
+  for variant in ("early", "late", "early_moe", "tiny_early_moe"):
+    exp = experiment.parse(recipe.load(f"{NMM}:{variant}"))
+    # Packing refuses late_decoder, so late trains on pairs alone.
+    tasks = ["default"] if variant in ("late", "tiny_early_moe") else ["default", "interleaved"]
+    assert list(exp.tasks) == tasks, variant
+    if "interleaved" in exp.tasks:
+      assert exp.tasks["interleaved"].data.packing.kind == "interleaved"
+    if variant.endswith("_moe"):   # NMM's setting
+      ffn = exp.model.ffn
+      assert (ffn.top_k, ffn.routing, ffn.lb_loss_weight) == (1, "dropless", 0.01)
+  config = recipe.load(NMM)   # the default variant is `early`, captioned from BOS + 1 byte
+  assert config.tasks.default.data.name == "mm_world/default"
+  assert config.evals.captioning.prompt_tokens == 2
+  assert config.evals.captioning_bos.prompt_tokens == 1
+
+
 @pytest.mark.slow
 def test_tiny_nmm_early_trains_and_evaluates(world_dir, tmp_path):
   run_cli("mmjax.train", ["--config", f"{NMM}:tiny_early", "--workdir", str(tmp_path),
